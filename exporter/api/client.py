@@ -1,0 +1,247 @@
+"""The four read operations of the fine-tuning API over one pooled aiohttp session.
+
+Every failure leaves here as a ``CohereApiError`` subclass carrying what a log line and a
+metric need (endpoint, HTTP status or transport kind, the API's message), so the poller can
+keep its last good data and say what happened without knowing aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import BaseModel, SecretStr, ValidationError
+from yarl import URL
+
+from exporter import __version__
+from exporter.api.models import (
+    FinetunedModel,
+    GetFinetunedModelResponse,
+    ListFinetunedModelsResponse,
+    ListTrainingStepMetricsResponse,
+)
+
+USER_AGENT = f"cohere-finetune-exporter/{__version__}"
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_MESSAGE_CHARS = 200
+
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+RequestObserver = Callable[[str, str], None]
+
+
+class CohereApiError(Exception):
+    """A request that produced no usable answer."""
+
+    code = "error"
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        super().__init__(f"{endpoint}: {detail}")
+        self.endpoint = endpoint
+        self.detail = detail
+
+
+class ApiStatusError(CohereApiError):
+    """The API answered with a non-2xx status; ``message`` is its own explanation."""
+
+    def __init__(
+        self, endpoint: str, status: int, message: str, retry_after: str | None = None
+    ) -> None:
+        super().__init__(endpoint, f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+        self.code = str(status)
+
+    @property
+    def is_auth_failure(self) -> bool:
+        return self.status in (401, 403)
+
+
+class ApiTransportError(CohereApiError):
+    """No HTTP answer at all: refused, reset, DNS, TLS or timed out."""
+
+    def __init__(self, endpoint: str, kind: str, detail: str) -> None:
+        super().__init__(endpoint, detail)
+        self.code = kind
+
+
+class ApiResponseError(CohereApiError):
+    """A 2xx answer whose body is not what the API promises (not JSON, wrong shape, too big)."""
+
+    def __init__(self, endpoint: str, status: int, detail: str) -> None:
+        super().__init__(endpoint, detail)
+        self.code = str(status)
+
+
+def model_path(model_id: str) -> str:
+    """Percent-encode an ID as one path segment so no ID can reach another path."""
+    if not model_id or model_id in {".", ".."}:
+        raise ValueError("a model ID may not be empty or a dot segment")
+    return quote(model_id, safe="")
+
+
+def _message_from_body(body: bytes, content_type: str) -> str:
+    """The API's ``message`` when it sent one; otherwise a short, printable hint of the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        text: str = data["message"]
+    elif "html" in content_type:
+        text = f"non-JSON {content_type} body"
+    else:
+        text = body.decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return text[:MAX_MESSAGE_CHARS] or "(empty body)"
+
+
+class CohereClient:
+    """Read-only client of the fine-tuning endpoints; safe to share between tasks."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        api_key: SecretStr | None,
+        client_name: str = "cohere-finetune-exporter",
+        timeout: float = 10.0,
+        observe: RequestObserver | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._api_key = api_key
+        self._client_name = client_name
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._observe = observe or (lambda endpoint, code: None)
+        self._max_body_bytes = max_body_bytes
+
+    def __repr__(self) -> str:
+        return f"CohereClient(base_url={self._base!r}, client_name={self._client_name!r})"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Client-Name": self._client_name,
+        }
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        return headers
+
+    async def list_models(
+        self, *, page_size: int = 50, page_token: str = ""
+    ) -> ListFinetunedModelsResponse:
+        params = {"page_size": str(page_size), "order_by": "created_at"}
+        if page_token:
+            params["page_token"] = page_token
+        return await self._get(
+            "list_models", "/v1/finetuning/finetuned-models", params, ListFinetunedModelsResponse
+        )
+
+    async def get_model(self, model_id: str) -> FinetunedModel:
+        path = f"/v1/finetuning/finetuned-models/{model_path(model_id)}"
+        answer = await self._get("get_model", path, {}, GetFinetunedModelResponse)
+        return answer.finetuned_model
+
+    async def list_step_metrics(
+        self, model_id: str, *, page_size: int = 50, page_token: str = ""
+    ) -> ListTrainingStepMetricsResponse:
+        path = f"/v1/finetuning/finetuned-models/{model_path(model_id)}/training-step-metrics"
+        params = {"page_size": str(page_size)}
+        if page_token:
+            params["page_token"] = page_token
+        return await self._get("list_step_metrics", path, params, ListTrainingStepMetricsResponse)
+
+    async def _get(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, str],
+        shape: type[ResponseT],
+    ) -> ResponseT:
+        url = URL(self._base + path, encoded=True).update_query(params)
+        try:
+            status, content_type, body, retry_after = await self._fetch(endpoint, url)
+        except CohereApiError as exc:
+            self._observe(endpoint, exc.code)
+            raise
+        self._observe(endpoint, str(status))
+        if not 200 <= status < 300:
+            raise ApiStatusError(
+                endpoint, status, _message_from_body(body, content_type), retry_after
+            )
+        return self._parse(endpoint, status, body, shape)
+
+    async def _fetch(self, endpoint: str, url: URL) -> tuple[int, str, bytes, str | None]:
+        try:
+            async with self._session.get(
+                url, headers=self._headers(), timeout=self._timeout, allow_redirects=False
+            ) as response:
+                body = await self._read_capped(endpoint, response)
+                return (
+                    response.status,
+                    response.headers.get("Content-Type", ""),
+                    body,
+                    response.headers.get("Retry-After"),
+                )
+        except TimeoutError:
+            raise ApiTransportError(endpoint, "timeout", "request timed out") from None
+        except aiohttp.ClientError as exc:
+            raise ApiTransportError(
+                endpoint, "connection_error", f"{type(exc).__name__}: {_safe_error_text(exc)}"
+            ) from None
+
+    async def _read_capped(self, endpoint: str, response: aiohttp.ClientResponse) -> bytes:
+        """Read at most ``max_body_bytes``; a larger body is an error, not a memory spike."""
+        declared = response.content_length
+        if declared is not None and declared > self._max_body_bytes:
+            raise ApiResponseError(
+                endpoint, response.status, f"body of {declared} bytes exceeds the cap"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise ApiResponseError(
+                    endpoint, response.status, f"body exceeds {self._max_body_bytes} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _parse(endpoint: str, status: int, body: bytes, shape: type[ResponseT]) -> ResponseT:
+        try:
+            data: Any = json.loads(body)
+        except ValueError:
+            raise ApiResponseError(endpoint, status, "body is not JSON") from None
+        if not isinstance(data, dict):
+            raise ApiResponseError(
+                endpoint, status, f"expected a JSON object, got {type(data).__name__}"
+            )
+        try:
+            return shape.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ApiResponseError(
+                endpoint, status, f"unexpected shape at {where or 'top level'}: {first['msg']}"
+            ) from None
+
+
+def _safe_error_text(exc: BaseException) -> str:
+    """aiohttp's messages name host and port at most; keep them short and on one line."""
+    return " ".join(str(exc).split())[:MAX_MESSAGE_CHARS]
+
+
+async def close_quietly(session: aiohttp.ClientSession) -> None:
+    """Close a session and give its connections a tick to shut, as aiohttp recommends."""
+    await session.close()
+    await asyncio.sleep(0)

@@ -1,0 +1,274 @@
+"""Settings of the ``serve`` command, from flags, environment, ``.env`` and a key file.
+
+Every field names its command-line flag in ``json_schema_extra`` so that the flag parser, the
+``check-config`` output, the error messages and the README table all come from this one class.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from yarl import URL
+
+ENV_PREFIX = "COHERE_EXPORTER_"
+DEFAULT_PORT = 10042
+FINAL_STATUSES = frozenset({"STATUS_READY", "STATUS_FAILED", "STATUS_DELETED"})
+
+# Model IDs go into a URL path. Real IDs are UUIDs; anything outside RFC 3986's unreserved set
+# (or a dot segment) could steer the request to another path, so it is refused up front.
+_MODEL_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+def flag(name: str, *, env: tuple[str, ...] = (), secret: bool = False) -> dict[str, Any]:
+    """Metadata that ties a settings field to its flag (and any extra environment names)."""
+    return {"flag": name, "env": list(env), "secret": secret}
+
+
+def parse_listen_address(value: str) -> tuple[str | None, int]:
+    """Split ``host:port`` (``[v6]:port``, ``:port`` = every interface) as exporters spell it."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT or :PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+    host = host.strip("[]")
+    return (host or None), port
+
+
+class Settings(BaseSettings):
+    """What ``serve`` needs; ``check-config`` prints it with the key masked."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    web_listen_address: str = Field(
+        default=f":{DEFAULT_PORT}",
+        description="Address to serve /metrics on (HOST:PORT, :PORT for every interface).",
+        json_schema_extra=flag("--web.listen-address"),
+    )
+    web_telemetry_path: str = Field(
+        default="/metrics",
+        description="Path under which to expose metrics.",
+        json_schema_extra=flag("--web.telemetry-path"),
+    )
+    web_config_file: Path | None = Field(
+        default=None,
+        description="Exporter-toolkit web config file (TLS and basic auth).",
+        json_schema_extra=flag("--web.config.file"),
+    )
+    cohere_api_url: str = Field(
+        default="https://api.cohere.com",
+        validation_alias=AliasChoices(
+            "cohere_api_url", f"{ENV_PREFIX}COHERE_API_URL", "CO_API_URL"
+        ),
+        description="Base URL of the Cohere API.",
+        json_schema_extra=flag("--cohere.api-url", env=("CO_API_URL",)),
+    )
+    cohere_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("cohere_api_key", "CO_API_KEY", "COHERE_API_KEY"),
+        description="API key (environment only; prefer the key file).",
+        json_schema_extra=flag("", env=("CO_API_KEY", "COHERE_API_KEY"), secret=True),
+    )
+    cohere_api_key_file: Path | None = Field(
+        default=None,
+        description="File holding the API key; wins over CO_API_KEY.",
+        json_schema_extra=flag("--cohere.api-key-file"),
+    )
+    cohere_client_name: str = Field(
+        default="cohere-finetune-exporter",
+        description="Sent as X-Client-Name to identify this caller.",
+        json_schema_extra=flag("--cohere.client-name"),
+    )
+    cohere_models: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated fine-tuned model IDs; empty discovers every model.",
+        json_schema_extra=flag("--cohere.models"),
+    )
+    cohere_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds one API request may take, body included.",
+        json_schema_extra=flag("--cohere.timeout"),
+    )
+    poll_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between poll cycles (fixed schedule).",
+        json_schema_extra=flag("--poll.interval"),
+    )
+    poll_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Requests in flight at once during a poll cycle.",
+        json_schema_extra=flag("--poll.concurrency"),
+    )
+    poll_discovery_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between refreshes of the model list and statuses.",
+        json_schema_extra=flag("--poll.discovery-interval"),
+    )
+    poll_final_refresh_interval: float = Field(
+        default=21600.0,
+        gt=0,
+        description="Seconds between re-reads of a finished (READY/FAILED/DELETED) model.",
+        json_schema_extra=flag("--poll.final-refresh-interval"),
+    )
+    poll_page_size: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="page_size asked of the step-metrics endpoint.",
+        json_schema_extra=flag("--poll.page-size"),
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = Field(
+        default="info",
+        description="Only log messages with the given severity or above.",
+        json_schema_extra=flag("--log.level"),
+    )
+    log_format: Literal["logfmt", "json"] = Field(
+        default="logfmt",
+        description="Output format of log messages.",
+        json_schema_extra=flag("--log.format"),
+    )
+
+    @field_validator("cohere_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cohere_models")
+    @classmethod
+    def _check_model_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not _MODEL_ID.fullmatch(v) or v in {".", ".."}]
+        if bad:
+            raise ValueError(
+                "model IDs may hold only letters, digits and . _ ~ - "
+                f"(got {', '.join(map(repr, bad))})"
+            )
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("cohere_api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        url = URL(value.strip())
+        if url.scheme not in {"http", "https"} or not url.host:
+            raise ValueError(f"expected an http(s) URL with a host, got {value!r}")
+        if url.query_string or url.fragment:
+            raise ValueError("the API URL may not carry a query or fragment")
+        return str(url).rstrip("/")
+
+    @field_validator("web_listen_address")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("web_telemetry_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/" or "?" in value or "#" in value:
+            raise ValueError(f"expected a path like /metrics, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _read_key_file(self) -> Settings:
+        if self.cohere_api_key_file is not None:
+            path = self.cohere_api_key_file
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"cohere_api_key_file: cannot read {path}: {exc.__class__.__name__}"
+                ) from None
+            if not text:
+                raise ValueError(f"cohere_api_key_file: {path} is empty")
+            self.cohere_api_key = SecretStr(text)
+        elif self.cohere_api_key is not None:
+            stripped = self.cohere_api_key.get_secret_value().strip()
+            if not stripped:
+                raise ValueError("cohere_api_key: CO_API_KEY is set but empty")
+            self.cohere_api_key = SecretStr(stripped)
+        return self
+
+    def require_key(self) -> SecretStr:
+        """The key ``serve`` cannot run without; a clear error names both ways to give it."""
+        if self.cohere_api_key is None:
+            raise ConfigError(
+                [
+                    "--cohere.api-key-file / CO_API_KEY: "
+                    "no API key: set CO_API_KEY or pass a key file"
+                ]
+            )
+        return self.cohere_api_key
+
+    @property
+    def listen(self) -> tuple[str | None, int]:
+        return parse_listen_address(self.web_listen_address)
+
+
+class ConfigError(Exception):
+    """Every wrong setting at once, each line naming its flag, so a user fixes them in one go."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def setting_names(name: str) -> str:
+    """How a user spells a field: its flag and environment variable."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return name
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    spelled = [str(extra["flag"])] if extra.get("flag") else []
+    env_names = extra.get("env")
+    if isinstance(env_names, list) and env_names:
+        spelled.extend(str(e) for e in env_names)
+    else:
+        spelled.append(f"{ENV_PREFIX}{name.upper()}")
+    return " / ".join(spelled)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Turn pydantic's errors into one line per setting, never echoing an input value."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        message = error["msg"].removeprefix("Value error, ")
+        name = loc[0] if loc else ""
+        if not name and ":" in message:
+            name, _, message = message.partition(": ")
+        problems.append(f"{setting_names(name)}: {message}" if name else message)
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings with flags as overrides; raise ConfigError naming each bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None

@@ -1,0 +1,397 @@
+"""The poll loop: discover models, fetch the newest step of each, publish one snapshot per cycle.
+
+Calls cost money (trial keys get 1,000 a month), so the rules are: one request per active model
+per cycle in the documented newest-first order; models in a final state are read once and then
+only every ``final_refresh_interval``; the model list is walked only every
+``discovery_interval``. The newest step is the highest ``step_number`` seen, whatever order the
+pages come in, because the official example contradicts the documented order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from exporter.api.client import (
+    ApiResponseError,
+    ApiStatusError,
+    ApiTransportError,
+    CohereApiError,
+    CohereClient,
+)
+from exporter.api.models import FinetunedModel, TrainingStepMetrics
+from exporter.config import FINAL_STATUSES
+from exporter.snapshot import EMPTY, ModelView, Snapshot, Step
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+StepOrder = Literal["unknown", "newest-first", "oldest-first"]
+MAX_PAGES = 10_000
+LIST_PAGE_SIZE = 100
+
+
+@dataclass
+class PollSettings:
+    """The knobs of the poll loop, separate from ``Settings`` so tests can build them directly."""
+
+    interval: float = 60.0
+    concurrency: int = 8
+    discovery_interval: float = 300.0
+    final_refresh_interval: float = 21600.0
+    page_size: int = 50
+    model_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class Tracked:
+    """Mutable per-model state that lives in the poller between cycles (never in a snapshot)."""
+
+    model: FinetunedModel
+    newest: Step | None = None
+    order: StepOrder = "unknown"
+    resume_token: str = ""
+    up: bool = False
+    last_success: float | None = None
+    final_read_at: float | None = None
+    missing: bool = False
+    problem: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.model.status in FINAL_STATUSES
+
+
+def page_order(steps: Sequence[TrainingStepMetrics]) -> StepOrder:
+    """What a page says about the order of the whole list, when it has two steps to compare."""
+    if len(steps) < 2 or steps[0].step_number == steps[-1].step_number:
+        return "unknown"
+    return "newest-first" if steps[0].step_number > steps[-1].step_number else "oldest-first"
+
+
+def newest_of(steps: Iterable[TrainingStepMetrics]) -> TrainingStepMetrics | None:
+    """The step with the highest number; ties go to the later ``created_at``."""
+    return max(
+        steps,
+        key=lambda s: (s.step_number, s.created_at if s.created_at is not None else -math.inf),
+        default=None,
+    )
+
+
+def to_step(step: TrainingStepMetrics) -> Step:
+    return Step.of(step.step_number, step.created_at, step.metrics)
+
+
+class Poller:
+    """Owns the trackers and publishes ``snapshot``; the web side only ever reads that attribute."""
+
+    def __init__(
+        self,
+        client: CohereClient,
+        settings: PollSettings,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._wall = wall_clock
+        self._monotonic = monotonic
+        self._on_snapshot = on_snapshot
+        self._tracked: dict[str, Tracked] = {}
+        self._discovered_at: float | None = None
+        self._discovery_problem: str | None = None
+        self._up = False
+        self.snapshot: Snapshot = EMPTY
+        self.cycles = 0
+
+    # ----------------------------------------------------------------- schedule
+
+    async def run(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Run cycles on a fixed grid of ``interval`` seconds; an overrun skips missed slots."""
+        start = self._monotonic()
+        slot = 0
+        interval = self._settings.interval
+        while True:
+            try:
+                await self.run_cycle()
+            except Exception:  # a bug must not stop polling for good; the next slot retries
+                log.exception("poll cycle crashed")
+            elapsed = self._monotonic() - start
+            slot = max(slot + 1, math.floor(elapsed / interval) + 1)
+            await sleep(max(0.0, start + slot * interval - self._monotonic()))
+
+    async def run_cycle(self) -> Snapshot:
+        """One cycle: maybe discover, fetch what is due, publish the snapshot."""
+        started = self._monotonic()
+        outcomes: list[CohereApiError | None] = []
+        if self._discovery_due(started):
+            outcomes.append(await self._discover())
+        due = [t for t in self._tracked.values() if self._fetch_due(t, started)]
+        outcomes.extend(await self._fetch_all(due))
+        self._up = self._judge_up(outcomes)
+        self.cycles += 1
+        snapshot = self._build_snapshot(self._monotonic() - started)
+        self.snapshot = snapshot
+        if self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
+        return snapshot
+
+    def _judge_up(self, outcomes: list[CohereApiError | None]) -> bool:
+        """Up when the API was reached and authorised; a cycle that asked nothing keeps the last."""
+        if not outcomes:
+            return self._up
+        if any(isinstance(o, ApiStatusError) and o.is_auth_failure for o in outcomes):
+            return False
+        if self._discovery_problem is not None and self._discovered_at is None:
+            return False
+        return any(not isinstance(o, ApiTransportError) for o in outcomes)
+
+    def _discovery_due(self, now: float) -> bool:
+        return (
+            self._discovered_at is None
+            or now - self._discovered_at >= self._settings.discovery_interval
+        )
+
+    def _fetch_due(self, tracked: Tracked, now: float) -> bool:
+        if tracked.missing:
+            return False
+        if not tracked.is_final:
+            return True
+        return (
+            tracked.final_read_at is None
+            or now - tracked.final_read_at >= self._settings.final_refresh_interval
+        )
+
+    # ---------------------------------------------------------------- discovery
+
+    async def _discover(self) -> CohereApiError | None:
+        """Refresh which models exist and their status; on failure keep what we had."""
+        try:
+            if self._settings.model_ids:
+                await self._refresh_configured()
+            else:
+                self._merge_listing(await self._list_all_models())
+        except CohereApiError as exc:
+            self._report_discovery(exc)
+            return exc
+        self._discovered_at = self._monotonic()
+        self._report_discovery(None)
+        return None
+
+    async def _list_all_models(self) -> list[FinetunedModel]:
+        models: list[FinetunedModel] = []
+        token = ""
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            page = await self._client.list_models(page_size=LIST_PAGE_SIZE, page_token=token)
+            models.extend(page.finetuned_models)
+            token = page.next_page_token
+            if not token:
+                return models
+            if token in seen:
+                raise ApiResponseError("list_models", 200, "next_page_token repeats")
+            seen.add(token)
+        raise ApiResponseError("list_models", 200, f"more than {MAX_PAGES} pages")
+
+    def _merge_listing(self, models: list[FinetunedModel]) -> None:
+        listed = {m.id: m for m in models if m.id}
+        for gone in self._tracked.keys() - listed.keys():
+            log.info("model left the account", extra={"model": gone})
+            del self._tracked[gone]
+        for model_id, model in listed.items():
+            self._update_model(model_id, model)
+
+    async def _refresh_configured(self) -> None:
+        ids = self._settings.model_ids
+
+        async def refresh(model_id: str) -> CohereApiError | None:
+            try:
+                model = await self._client.get_model(model_id)
+            except ApiStatusError as exc:
+                if exc.status == 404:
+                    tracked = self._tracked.setdefault(
+                        model_id, Tracked(FinetunedModel(id=model_id))
+                    )
+                    tracked.missing = True
+                    tracked.up = False
+                    self._report_model(tracked, exc)
+                    return None
+                return exc
+            except CohereApiError as exc:
+                return exc
+            self._update_model(model_id, replace_id(model, model_id))
+            return None
+
+        errors = [e for e in await self._bounded(refresh, ids) if e is not None]
+        if errors and len(errors) == len(ids):
+            raise errors[0]
+        for exc in errors:
+            self._report_discovery(exc)
+
+    def _update_model(self, model_id: str, model: FinetunedModel) -> None:
+        tracked = self._tracked.get(model_id)
+        if tracked is None:
+            self._tracked[model_id] = Tracked(model)
+            return
+        if tracked.model.status != model.status and model.status in FINAL_STATUSES:
+            tracked.final_read_at = None  # read the final metrics once more
+        tracked.model = model
+        tracked.missing = False
+
+    # ------------------------------------------------------------------ fetching
+
+    async def _fetch_all(self, due: list[Tracked]) -> list[CohereApiError | None]:
+        return await self._bounded(self._fetch_one, due)
+
+    async def _bounded(
+        self, work: Callable[[ItemT], Awaitable[ResultT]], items: Sequence[ItemT]
+    ) -> list[ResultT]:
+        """Run ``work`` over ``items`` with at most ``concurrency`` in flight, results in order."""
+        results: list[ResultT | None] = [None] * len(items)
+        queue = iter(enumerate(items))
+
+        async def worker() -> None:
+            for index, item in queue:
+                results[index] = await work(item)
+
+        workers = min(self._settings.concurrency, len(items))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return results  # type: ignore[return-value]
+
+    async def _fetch_one(self, tracked: Tracked) -> CohereApiError | None:
+        try:
+            newest = await self._newest_step(tracked)
+        except CohereApiError as exc:
+            tracked.up = False
+            self._report_model(tracked, exc)
+            return exc
+        if newest is not None and (
+            tracked.newest is None or newest.step_number >= tracked.newest.number
+        ):
+            tracked.newest = to_step(newest)
+        tracked.up = True
+        tracked.last_success = self._wall()
+        if tracked.is_final:
+            tracked.final_read_at = self._monotonic()
+        self._report_model(tracked, None)
+        return None
+
+    async def _newest_step(self, tracked: Tracked) -> TrainingStepMetrics | None:
+        """Find the newest step, resuming oldest-first lists at the page that held it last time."""
+        if tracked.order == "oldest-first" and tracked.resume_token:
+            try:
+                return await self._walk(tracked, tracked.resume_token)
+            except ApiStatusError as exc:
+                if exc.status != 400:
+                    raise
+                tracked.resume_token = ""  # the token expired: walk from the start once
+        return await self._walk(tracked, "")
+
+    async def _walk(self, tracked: Tracked, token: str) -> TrainingStepMetrics | None:
+        model_id = tracked.model.id
+        best: TrainingStepMetrics | None = None
+        seen: set[str] = {token}
+        for _ in range(MAX_PAGES):
+            page = await self._client.list_step_metrics(
+                model_id, page_size=self._settings.page_size, page_token=token
+            )
+            best = newest_of([s for s in (best, newest_of(page.step_metrics)) if s is not None])
+            order = page_order(page.step_metrics)
+            if order != "unknown":
+                tracked.order = order
+            if tracked.order == "oldest-first":
+                tracked.resume_token = token
+            next_token = page.next_page_token
+            if not next_token or tracked.order == "newest-first":
+                return best
+            if next_token in seen:
+                raise ApiResponseError("list_step_metrics", 200, "next_page_token repeats")
+            seen.add(next_token)
+            token = next_token
+        raise ApiResponseError("list_step_metrics", 200, f"more than {MAX_PAGES} pages")
+
+    # ------------------------------------------------------------------ logging
+
+    def _report_model(self, tracked: Tracked, exc: CohereApiError | None) -> None:
+        """Log a model's trouble once when it starts or changes, and once when it clears."""
+        problem = None if exc is None else describe(exc)
+        if problem == tracked.problem:
+            return
+        if problem is None:
+            log.info("model polling recovered", extra={"model": tracked.model.id})
+        else:
+            log.warning("model polling failed", extra={"model": tracked.model.id, "error": problem})
+        tracked.problem = problem
+
+    def _report_discovery(self, exc: CohereApiError | None) -> None:
+        problem = None if exc is None else describe(exc)
+        if problem == self._discovery_problem:
+            return
+        if problem is None:
+            log.info("model discovery recovered")
+        elif (
+            isinstance(exc, ApiStatusError)
+            and exc.status in (404, 410)
+            and not self._settings.model_ids
+        ):
+            log.error(
+                "the API at this URL serves no fine-tuning (the model list answered %d); "
+                "check --cohere.api-url",
+                exc.status,
+                extra={"error": problem},
+            )
+        else:
+            log.warning("model discovery failed", extra={"error": problem})
+        self._discovery_problem = problem
+
+    # ----------------------------------------------------------------- snapshot
+
+    def _build_snapshot(self, duration: float) -> Snapshot:
+        views = tuple(self._view(t) for _, t in sorted(self._tracked.items()))
+        return Snapshot(
+            models=views,
+            up=self._up,
+            poll_duration=duration,
+            ready=True,
+            version=self.snapshot.version + 1,
+        )
+
+    @staticmethod
+    def _view(tracked: Tracked) -> ModelView:
+        model = tracked.model
+        base = model.settings.base_model
+        return ModelView(
+            id=model.id,
+            name=model.name,
+            status="" if tracked.missing else model.status,
+            base_model=base.name,
+            base_model_version=base.version,
+            base_type=base.base_type,
+            strategy=base.strategy,
+            newest_step=tracked.newest,
+            up=tracked.up,
+            last_success=tracked.last_success,
+        )
+
+
+def replace_id(model: FinetunedModel, model_id: str) -> FinetunedModel:
+    """Key a configured model by the ID the user gave, even if the API omits or echoes another."""
+    return model if model.id == model_id else model.model_copy(update={"id": model_id})
+
+
+def describe(exc: CohereApiError) -> str:
+    """A stable one-line description used to tell a new problem from a repeated one."""
+    if isinstance(exc, ApiStatusError):
+        return f"{exc.endpoint}: HTTP {exc.status}: {exc.message}"
+    return str(exc)
+
+
+__all__ = ["PollSettings", "Poller", "Tracked", "newest_of", "page_order"]

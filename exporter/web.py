@@ -1,0 +1,105 @@
+"""The exporter's HTTP side: ``/metrics``, a landing page, and the two probes.
+
+Handlers read the registry, whose collectors read the poller's current snapshot: nothing here
+waits on the Cohere API, so a slow or dead API never slows a scrape.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter.snapshot import Snapshot
+
+SnapshotSource = Callable[[], Snapshot]
+GZIP_MIN_BYTES = 1024
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """True when the client lists gzip without ``q=0``."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in {"gzip", "*"}:
+            return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
+    return False
+
+
+def exposition(registry: CollectorRegistry, accept: str, accept_encoding: str) -> web.Response:
+    """Render the registry in the format the client asked for, gzipped when it said so."""
+    encoder, content_type = choose_encoder(accept)
+    body = encoder(registry)
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and wants_gzip(accept_encoding):
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+def landing_page(snapshot: Snapshot, telemetry_path: str) -> str:
+    rows = "\n".join(
+        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+            html.escape(m.name or "?"),
+            html.escape(m.id),
+            html.escape(m.status.removeprefix("STATUS_") or "unknown"),
+            "-" if m.newest_step is None else m.newest_step.number,
+            "up" if m.up else "down",
+        )
+        for m in snapshot.models
+    )
+    path = html.escape(telemetry_path.lstrip("/"), quote=True)  # relative: works behind a prefix
+    api = "reachable" if snapshot.up else "not reached"
+    state = "ready" if snapshot.ready else "waiting for the first poll cycle"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Cohere fine-tune exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style>
+</head><body>
+<h1>Cohere fine-tune exporter</h1>
+<p>Version {html.escape(__version__)}; {state}; API {api}.</p>
+<p><a href="{path}">Metrics</a> &middot; <a href="healthz">Health</a> &middot;
+<a href="readyz">Readiness</a></p>
+<h2>Polled models ({len(snapshot.models)})</h2>
+<table><tr><th>Name</th><th>ID</th><th>Status</th><th>Newest step</th><th>Poll</th></tr>
+{rows}
+</table></body></html>
+"""
+
+
+def build_web_app(
+    registry: CollectorRegistry,
+    snapshot_source: SnapshotSource,
+    *,
+    telemetry_path: str = "/metrics",
+    middlewares: tuple[Middleware, ...] = (),
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        return exposition(
+            registry,
+            request.headers.get("Accept", ""),
+            request.headers.get("Accept-Encoding", ""),
+        )
+
+    async def index(request: web.Request) -> web.Response:
+        page = landing_page(snapshot_source(), telemetry_path)
+        return web.Response(text=page, content_type="text/html")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if snapshot_source().ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="waiting for the first poll cycle\n")
+
+    app = web.Application(middlewares=list(middlewares))
+    app.router.add_get(telemetry_path, metrics)
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,142 @@
+"""Settings validation and the ``check-config`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main
+from exporter.config import ConfigError, load_settings, parse_listen_address
+
+KEY = "sk-config-test-9f8e7d6c5b4a"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Neither the developer's environment nor a stray .env may leak into these tests."""
+    for name in ("CO_API_KEY", "COHERE_API_KEY", "CO_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.web_listen_address == ":10042"
+    assert settings.cohere_api_url == "https://api.cohere.com"
+    assert settings.cohere_models == ()
+    assert settings.poll_interval == 60.0
+    assert settings.cohere_api_key is None
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "COHERE_EXPORTER_POLL_INTERVAL=15\nCO_API_URL=http://from-dotenv:1\n"
+    )
+    monkeypatch.setenv("CO_API_KEY", f"  {KEY}\n")
+    monkeypatch.setenv("COHERE_EXPORTER_COHERE_MODELS", "a-1, b-2,,a-1")
+    settings = load_settings()
+    assert settings.poll_interval == 15.0
+    assert settings.cohere_api_url == "http://from-dotenv:1"
+    assert settings.cohere_models == ("a-1", "b-2")
+    assert settings.cohere_api_key is not None
+    assert settings.cohere_api_key.get_secret_value() == KEY
+
+
+def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COHERE_EXPORTER_POLL_INTERVAL", "15")
+    monkeypatch.setenv("CO_API_URL", "http://env:1")
+    settings = load_settings(poll_interval="30", cohere_api_url="http://flag:2/")
+    assert settings.poll_interval == 30.0
+    assert settings.cohere_api_url == "http://flag:2"
+
+
+def test_key_file_wins_and_is_stripped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CO_API_KEY", "from-env")
+    key_file = tmp_path / "key"
+    key_file.write_text(f"{KEY}\n")
+    settings = load_settings(cohere_api_key_file=str(key_file))
+    assert settings.cohere_api_key is not None
+    assert settings.cohere_api_key.get_secret_value() == KEY
+    assert KEY not in repr(settings)
+    assert KEY not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag", "fragment"),
+    [
+        ({"cohere_api_key_file": "/nonexistent/key"}, "--cohere.api-key-file", "cannot read"),
+        ({"cohere_api_url": "ftp://x"}, "--cohere.api-url", "http(s) URL"),
+        ({"cohere_api_url": "http://x/?a=1"}, "--cohere.api-url", "query"),
+        ({"poll_interval": "0"}, "--poll.interval", "greater than 0"),
+        ({"poll_interval": "soon"}, "--poll.interval", "valid number"),
+        ({"poll_concurrency": "0"}, "--poll.concurrency", "greater than or equal to 1"),
+        ({"cohere_models": "ok,a/b"}, "--cohere.models", "'a/b'"),
+        ({"cohere_models": ".."}, "--cohere.models", "'..'"),
+        ({"cohere_models": "x?y"}, "--cohere.models", "'x?y'"),
+        ({"web_listen_address": "10042"}, "--web.listen-address", "HOST:PORT"),
+        ({"web_listen_address": ":99999"}, "--web.listen-address", "outside"),
+        ({"web_telemetry_path": "metrics"}, "--web.telemetry-path", "path like"),
+        ({"log_level": "chatty"}, "--log.level", "'debug'"),
+        ({"log_format": "xml"}, "--log.format", "'logfmt'"),
+    ],
+)
+def test_each_bad_setting_is_named(overrides: dict[str, str], flag: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+    (problem,) = caught.value.problems
+    assert problem.startswith(flag)
+    assert fragment in problem
+
+
+def test_empty_key_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CO_API_KEY", "   ")
+    with pytest.raises(ConfigError, match="CO_API_KEY is set but empty"):
+        load_settings()
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match=r"--cohere.api-key-file.*is empty"):
+        load_settings(cohere_api_key_file=str(empty))
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(poll_interval="-1", cohere_models="a/b", log_format="xml")
+    assert len(caught.value.problems) == 3
+
+
+@pytest.mark.parametrize(
+    ("address", "parsed"),
+    [(":10042", (None, 10042)), ("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9", ("::1", 9))],
+)
+def test_listen_address(address: str, parsed: tuple[str | None, int]) -> None:
+    assert parse_listen_address(address) == parsed
+
+
+def test_check_config_prints_masked_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    assert main(["check-config", "--cohere.models", "m-1,m-2", "--poll.interval", "30"]) == 0
+    out, err = capsys.readouterr()
+    assert KEY not in out + err
+    assert "CO_API_KEY / COHERE_API_KEY = <set, hidden>" in out
+    assert "--cohere.models / COHERE_EXPORTER_COHERE_MODELS = m-1,m-2" in out
+    assert "--poll.interval / COHERE_EXPORTER_POLL_INTERVAL = 30.0" in out
+
+
+def test_check_config_exits_2_naming_every_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--poll.interval", "0", "--cohere.api-url", "nope"]) == 2
+    _, err = capsys.readouterr()
+    assert "--poll.interval" in err
+    assert "--cohere.api-url" in err
+
+
+def test_check_config_wants_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 2
+    assert "no API key" in capsys.readouterr().err
+
+
+def test_serve_refuses_bad_settings_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--cohere.models", "../etc", "--cohere.api-url", "http://127.0.0.1:9"]) == 2
+    assert "--cohere.models" in capsys.readouterr().err
