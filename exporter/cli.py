@@ -12,12 +12,16 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.config import ENV_PREFIX, ConfigError, Settings, load_settings, setting_names
 from exporter.logs import setup_logging
 from exporter.webconfig import WebConfigError, load_web_config
+
+if TYPE_CHECKING:
+    from exporter.simulator import Scenario
 
 COMMANDS = ("serve", "demo", "simulate", "check-config")
 EXIT_CONFIG = 2
@@ -51,6 +55,11 @@ def add_simulator_flags(parser: argparse.ArgumentParser, *, speed: float, models
         "--speed", type=float, default=speed, help="simulated seconds per real second"
     )
     parser.add_argument(
+        "--scenario",
+        default=None,
+        help="YAML/JSON file of scripted runs (or a bundled name: spike-and-healthy)",
+    )
+    parser.add_argument(
         "--step-order",
         choices=("newest-first", "oldest-first"),
         default="newest-first",
@@ -81,11 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:10043",
         help="address of the simulated API (default: 127.0.0.1:10043)",
     )
-    simulate.add_argument(
+    key = simulate.add_mutually_exclusive_group()
+    key.add_argument(
         "--api-key",
         default=None,
         help="require 'Authorization: Bearer KEY' (default: accept any request)",
     )
+    key.add_argument("--api-key-file", default=None, help="read that key from a file")
     simulate.add_argument("--log.level", dest="log_level", default="info")
     add_simulator_flags(simulate, speed=1.0, models=6)
     return parser
@@ -183,9 +194,35 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             seed=args.seed,
             speed=args.speed,
             step_order=args.step_order,
+            scenario=scenario_from(args),
         )
     )
     return 0
+
+
+def scenario_from(args: argparse.Namespace) -> Scenario | None:
+    from exporter.simulator import load_scenario
+
+    if args.scenario is None:
+        return None
+    try:
+        return load_scenario(args.scenario)
+    except ValueError as exc:
+        raise ConfigError([f"--scenario: {exc}"]) from None
+
+
+def simulator_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file is None:
+        return str(args.api_key) if args.api_key else None
+    try:
+        key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            [f"--api-key-file: cannot read {args.api_key_file}: {exc.strerror}"]
+        ) from None
+    if not key:
+        raise ConfigError([f"--api-key-file: {args.api_key_file} is empty"])
+    return key
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -201,13 +238,15 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise ConfigError(["--models: must be 0 or more"])
     if args.speed <= 0:
         raise ConfigError(["--speed: must be above 0"])
-    setup_logging(args.log_level, "logfmt", [args.api_key] if args.api_key else [])
+    api_key = simulator_key(args)
+    setup_logging(args.log_level, "logfmt", [api_key] if api_key else [])
     world = SimWorld(
         models=args.models,
         seed=args.seed,
         clock=SimClock(speed=args.speed),
         step_order=args.step_order,
-        api_key=args.api_key,
+        api_key=api_key,
+        scenario=scenario_from(args),
     )
     log.info("simulating the Cohere API", extra={"address": args.listen, "models": args.models})
     try:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from exporter.config import Settings
 from exporter.service import serve
-from exporter.simulator import SimClock, SimWorld, build_app
+from exporter.simulator import Scenario, SimClock, SimWorld, build_app
 
 log = logging.getLogger(__name__)
 NEW_RUN_SECONDS = 45.0
@@ -30,12 +30,24 @@ async def keep_runs_coming(world: SimWorld) -> None:
 
 
 async def demo(
-    settings: Settings, *, models: int, seed: int, speed: float, step_order: str
+    settings: Settings,
+    *,
+    models: int,
+    seed: int,
+    speed: float,
+    step_order: str,
+    scenario: Scenario | None = None,
 ) -> None:
     order: Literal["newest-first", "oldest-first"] = (
         "oldest-first" if step_order == "oldest-first" else "newest-first"
     )
-    world = SimWorld(models=models, seed=seed, clock=SimClock(speed=speed), step_order=order)
+    world = SimWorld(
+        models=models,
+        seed=seed,
+        clock=SimClock(speed=speed),
+        step_order=order,
+        scenario=scenario,
+    )
     runner = web.AppRunner(build_app(world), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -50,8 +62,9 @@ async def demo(
     )
     host, listen_port = demo_settings.listen
     shown = host if host not in (None, "", "0.0.0.0", "::") else "localhost"
+    count = len(world.model_ids())
     print(
-        f"demo: {models} simulated fine-tuning runs at {speed}x speed (simulated API on "
+        f"demo: {count} simulated fine-tuning runs at {speed}x speed (simulated API on "
         f"127.0.0.1:{port});\n      metrics at http://{shown}:{listen_port}"
         f"{demo_settings.web_telemetry_path}, overview at http://{shown}:{listen_port}/ "
         "- Ctrl-C stops",

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from exporter.simulator.clock import SimClock
+from exporter.simulator.scenario import Scenario, ScriptedModel
 
 StepOrder = Literal["newest-first", "oldest-first"]
 
@@ -44,6 +45,9 @@ _FAILURE_RATE: Final = 1 / 8
 _SPIKE_RATE: Final = 1 / 25
 _MIN_STEPS: Final = 80
 _MAX_STEPS: Final = 400
+#: Bound of the multiplicative noise on scripted models' metrics: a spike of 3x or more can never
+#: be mistaken for noise (nor noise for a 2x spike).
+SCRIPTED_NOISE: Final = 0.03
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,14 @@ class _Plan:
     deploy_seconds: float
     fail_step: int | None
     curve: tuple[float, float, float, float, float]  # ce_start, ce_end, acc_start, acc_end, rate
+    script: ScriptedModel | None = None
 
     @property
     def training_end(self) -> float:
-        """After the last evaluation (whose jitter is below one second)."""
-        return self.training_start + self.total_steps * self.step_seconds + 1.0
+        """After the last evaluation: random models' steps have a jitter below one second,
+        scripted ones none, so a scripted model trains for exactly ``total_steps`` steps."""
+        slack = 0.0 if self.script is not None else 1.0
+        return self.training_start + self.total_steps * self.step_seconds + slack
 
     @property
     def failed_at(self) -> float | None:
@@ -154,6 +161,10 @@ class SimWorld:
     ``step_order`` chooses how the step-metrics endpoint pages: "newest-first" is what the API
     documentation promises, "oldest-first" is what its official example shows; clients must cope
     with both. ``api_key`` set means every API request must carry it as a bearer token.
+
+    With a ``scenario`` the account holds exactly the scenario's models (``models`` is ignored),
+    index ``i`` being the scenario's ``i``-th model; a scripted model is in the account from its
+    ``created_at`` on. ``add_model`` still adds random models after them.
     """
 
     def __init__(
@@ -164,8 +175,11 @@ class SimWorld:
         clock: SimClock,
         step_order: StepOrder = "newest-first",
         api_key: str | None = None,
+        scenario: Scenario | None = None,
     ) -> None:
-        if models < 0:
+        if scenario is not None:
+            models = len(scenario.models)
+        elif models < 0:
             raise ValueError(f"models must not be negative, got {models}")
         if step_order not in ("newest-first", "oldest-first"):
             raise ValueError(f"unknown step_order {step_order!r}")
@@ -173,6 +187,7 @@ class SimWorld:
         self.clock = clock
         self.step_order: StepOrder = step_order
         self.api_key = api_key
+        self.scenario = scenario
         self.request_counts: collections.Counter[str] = collections.Counter(
             dict.fromkeys(REQUEST_KINDS, 0)
         )
@@ -182,7 +197,8 @@ class SimWorld:
         account = random.Random(f"{seed}:account")
         self.organization_id = _uuid(account)
         self._creators = tuple(_uuid(account) for _ in range(3))
-        self._nan_index = account.randrange(models) if models >= 3 else None
+        random_nan = scenario is None and models >= 3
+        self._nan_index = account.randrange(models) if random_nan else None
         self._lock = threading.RLock()
         self._next_index = models
         self._added_at: dict[int, float] = {}
@@ -205,6 +221,8 @@ class SimWorld:
         return plan
 
     def _make_plan(self, index: int) -> _Plan:
+        if self.scenario is not None and index < len(self.scenario.models):
+            return self._scripted_plan(index, self.scenario.models[index])
         rng = random.Random(f"{self.seed}:{index}")
         model_id = _uuid(rng)  # first draw: the id other code may derive independently
         base = rng.choices(_BASE_MODELS, weights=[b.weight for b in _BASE_MODELS])[0]
@@ -252,6 +270,41 @@ class SimWorld:
             deploy_seconds=deploy_s,
             fail_step=fail_step if fails else None,
             curve=curve,
+        )
+
+    def _scripted_plan(self, index: int, script: ScriptedModel) -> _Plan:
+        """A scenario model: the id, owner and settings as for a random model, the rest scripted."""
+        rng = random.Random(f"{self.seed}:{index}")
+        model_id = _uuid(rng)  # the same derivation as random models
+        base = rng.choices(_BASE_MODELS, weights=[b.weight for b in _BASE_MODELS])[0]
+        domain = rng.choice(_DOMAINS)
+        settings = self._settings(rng, base, domain)
+        creator_id = rng.choice(self._creators)
+        shape = _scripted_rng(script, "curve")
+        curve = (
+            shape.uniform(3.7, 4.4),
+            shape.uniform(0.25, 0.45),
+            shape.uniform(0.40, 0.50),
+            shape.uniform(0.84, 0.93),
+            shape.uniform(4.0, 7.0),
+        )
+        created_at = self._start + script.starts_at
+        return _Plan(
+            index=index,
+            id=model_id,
+            name=script.name,
+            creator_id=creator_id,
+            settings=settings,
+            created_at=created_at,
+            queued_event_at=created_at,
+            training_start=created_at + script.queue_seconds,
+            step_seconds=script.step_seconds,
+            total_steps=script.total_steps,
+            eval_every=script.eval_every,
+            deploy_seconds=script.deploy_seconds,
+            fail_step=script.fail_at_step,
+            curve=curve,
+            script=script,
         )
 
     @staticmethod
@@ -319,6 +372,10 @@ class SimWorld:
         if cached is not None:
             return cached
         plan = self._plan(index)
+        if plan.script is not None:
+            result = _scripted_steps(plan, plan.script)
+            self._steps[index] = result
+            return result
         rng = random.Random(f"{self.seed}:{index}:steps")
         last = plan.total_steps if plan.fail_step is None else plan.fail_step - 1
         numbers = list(range(0, last + 1, plan.eval_every))
@@ -363,9 +420,13 @@ class SimWorld:
 
     def _index(self, model_id: str) -> int:
         index = self._id_map().get(model_id)
-        if index is None or index in self._deleted:
+        if index is None or index in self._deleted or not self._exists(index, self.clock.now()):
             raise KeyError(model_id)
         return index
+
+    def _exists(self, index: int, now: float) -> bool:
+        """Whether the model has been created by ``now``: only scripted models can be later."""
+        return self.scenario is None or self._plan(index).created_at <= now
 
     def _ordered(self) -> list[int]:
         with self._lock:
@@ -378,7 +439,8 @@ class SimWorld:
 
     def model_ids(self) -> list[str]:
         """IDs of the models currently in the account, oldest ``created_at`` first."""
-        return [self._plan(i).id for i in self._ordered()]
+        now = self.clock.now()
+        return [self._plan(i).id for i in self._ordered() if self._exists(i, now)]
 
     def status(self, model_id: str) -> str:
         """The lifecycle status at ``clock.now()``; raises ``KeyError`` for an absent model."""
@@ -469,3 +531,48 @@ class SimWorld:
                 self._ids[plan.id] = index
             self._order = None
             return plan.id
+
+
+# --------------------------------------------------------------------------- scripted models
+
+
+def _scripted_rng(script: ScriptedModel, purpose: str) -> random.Random:
+    """A stream that depends on the scripted model alone, not on the account around it."""
+    return random.Random(f"scenario:{script.seed}:{script.name}:{purpose}")
+
+
+def _noise(rng: random.Random) -> float:
+    """A multiplicative factor within ``1 ± SCRIPTED_NOISE``."""
+    return 1.0 + rng.uniform(-SCRIPTED_NOISE, SCRIPTED_NOISE)
+
+
+def _scripted_steps(plan: _Plan, script: ScriptedModel) -> tuple[SimStep, ...]:
+    """The evaluations of a scripted model: smooth curves with mild noise plus what was scripted.
+
+    The noise streams do not depend on the spikes or non-finite values, so a spiked value is
+    exactly ``factor`` times what the same model without the spike reports (before float32).
+    """
+    rng = _scripted_rng(script, "steps")
+    extras = {metric: _scripted_rng(script, f"metric:{metric}") for metric in script.extra_metrics}
+    ce_start, ce_end, acc_start, acc_end, rate = plan.curve
+    steps: list[SimStep] = []
+    for number in script.evaluated_steps:
+        decay = math.exp(-rate * number / plan.total_steps)
+        ce_curve = ce_end + (ce_start - ce_end) * decay
+        acc_curve = acc_start + (acc_end - acc_start) * (1.0 - decay)
+        ce, gen_ce = ce_curve * _noise(rng), ce_curve * _noise(rng)
+        acc, gen_acc = acc_curve * _noise(rng), acc_curve * _noise(rng)
+        factor = script.spike_factor(number)
+        non_finite = script.non_finite_value(number)
+        metrics = {
+            "accuracy": _float32(min(max(acc, 0.0), 1.0)),
+            "cross_entropy": non_finite if non_finite is not None else _float32(ce * factor),
+            "generation_accuracy": _float32(min(max(gen_acc, 0.0), 1.0)),
+            "generation_cross_entropy": _float32(gen_ce * factor),
+            "step": float(number),
+        }
+        for metric, stream in extras.items():
+            metrics[metric] = _float32(ce_curve * _noise(stream) * factor)
+        created_at = plan.training_start + number * plan.step_seconds
+        steps.append(SimStep(number, created_at, MappingProxyType(metrics)))
+    return tuple(steps)
