@@ -7,13 +7,20 @@ scrape, with nothing left behind in a registry.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.api.budget import RequestBudget
 from exporter.snapshot import Snapshot
 
 SnapshotSource = Callable[[], Snapshot]
@@ -204,9 +211,66 @@ class ExporterCollector(Collector):
                 "Wall-clock duration of the last poll cycle.",
                 value=snapshot.poll_duration,
             )
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_dropped",
+            "Models and metric names left out by --limits.*, counted each time they are cut.",
+            labels=["kind"],
+        )
+        for kind in ("models", "metric_names"):
+            dropped.add_metric([kind], float(snapshot.dropped.get(kind, 0)))
+        yield dropped
         build = InfoMetricFamily(f"{PREFIX}_build", "Version of cohere-finetune-exporter.")
         build.add_metric([], {"version": __version__})
         yield build
+
+
+class BudgetCollector(Collector):
+    """The client-side request budget, read live (it changes between poll cycles).
+
+    Example::
+
+        cohere_finetune_api_budget_remaining 398.0
+        cohere_finetune_api_budget_requests_per_minute 400.0
+        cohere_finetune_api_backoff_seconds 0.0
+    """
+
+    def __init__(self, budget: RequestBudget) -> None:
+        self._budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_api_budget_remaining",
+            "API requests that may still start in the current one-minute window.",
+            value=float(self._budget.remaining),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_api_budget_requests_per_minute",
+            "Client-side ceiling on API requests per minute (--cohere.max-requests-per-minute).",
+            value=float(self._budget.per_minute),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_api_backoff_seconds",
+            "Seconds left in the pause that a 429 answer imposed on every request.",
+            value=self._budget.hold_remaining,
+        )
+
+
+class RuntimeCollector(Collector):
+    """Live asyncio task count: a leak shows up here long before memory does.
+
+    Example::
+
+        cohere_finetune_asyncio_tasks 3.0
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside the event loop (tests, tooling)
+            return
+        yield GaugeMetricFamily(
+            f"{PREFIX}_asyncio_tasks", "asyncio tasks alive in the exporter.", value=float(tasks)
+        )
 
 
 def snapshot_collectors(snapshot_source: SnapshotSource) -> list[Collector]:

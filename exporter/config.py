@@ -110,6 +110,20 @@ class Settings(BaseSettings):
         description="Seconds one API request may take, body included.",
         json_schema_extra=flag("--cohere.timeout"),
     )
+    cohere_max_requests_per_minute: int = Field(
+        default=400,
+        ge=1,
+        le=100_000,
+        description="Client-side ceiling on API requests per minute, retries included.",
+        json_schema_extra=flag("--cohere.max-requests-per-minute"),
+    )
+    cohere_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a request after a 5xx, 429, timeout or connection error.",
+        json_schema_extra=flag("--cohere.max-retries"),
+    )
     poll_interval: float = Field(
         default=60.0,
         gt=0,
@@ -141,6 +155,18 @@ class Settings(BaseSettings):
         le=1000,
         description="page_size asked of the step-metrics endpoint.",
         json_schema_extra=flag("--poll.page-size"),
+    )
+    limits_max_models: int = Field(
+        default=5000,
+        ge=1,
+        description="Most models exported; the most recently created are kept.",
+        json_schema_extra=flag("--limits.max-models"),
+    )
+    limits_max_metrics_per_model: int = Field(
+        default=100,
+        ge=1,
+        description="Most metric names exported per model (alphabetical order).",
+        json_schema_extra=flag("--limits.max-metrics-per-model"),
     )
     log_level: Literal["debug", "info", "warn", "error"] = Field(
         default="info",

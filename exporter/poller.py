@@ -13,8 +13,10 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal, TypeVar
 
 from exporter.api.client import (
@@ -47,6 +49,9 @@ class PollSettings:
     final_refresh_interval: float = 21600.0
     page_size: int = 50
     model_ids: tuple[str, ...] = ()
+    max_models: int = 5000
+    max_metrics_per_model: int = 100
+    max_auth_backoff: float = 900.0
 
 
 @dataclass
@@ -84,8 +89,11 @@ def newest_of(steps: Iterable[TrainingStepMetrics]) -> TrainingStepMetrics | Non
     )
 
 
-def to_step(step: TrainingStepMetrics) -> Step:
-    return Step.of(step.step_number, step.created_at, step.metrics)
+def to_step(step: TrainingStepMetrics, max_metrics: int) -> tuple[Step, int]:
+    """The snapshot's view of a step with at most ``max_metrics`` names, and how many were cut."""
+    names = sorted(step.metrics)
+    kept = {name: step.metrics[name] for name in names[:max_metrics]}
+    return Step.of(step.step_number, step.created_at, kept), max(0, len(names) - max_metrics)
 
 
 class Poller:
@@ -109,6 +117,9 @@ class Poller:
         self._discovered_at: float | None = None
         self._discovery_problem: str | None = None
         self._up = False
+        self._auth_failures = 0
+        self._auth_retry_at: float | None = None
+        self.dropped: Counter[str] = Counter()
         self.snapshot: Snapshot = EMPTY
         self.cycles = 0
 
@@ -131,18 +142,42 @@ class Poller:
     async def run_cycle(self) -> Snapshot:
         """One cycle: maybe discover, fetch what is due, publish the snapshot."""
         started = self._monotonic()
+        if self._auth_retry_at is not None and started < self._auth_retry_at:
+            return self._publish(self._monotonic() - started)  # rejected key: ask again later
         outcomes: list[CohereApiError | None] = []
         if self._discovery_due(started):
             outcomes.append(await self._discover())
         due = [t for t in self._tracked.values() if self._fetch_due(t, started)]
         outcomes.extend(await self._fetch_all(due))
         self._up = self._judge_up(outcomes)
+        self._schedule_auth_retry(outcomes)
+        return self._publish(self._monotonic() - started)
+
+    def _publish(self, duration: float) -> Snapshot:
         self.cycles += 1
-        snapshot = self._build_snapshot(self._monotonic() - started)
+        snapshot = self._build_snapshot(duration)
         self.snapshot = snapshot
         if self._on_snapshot is not None:
             self._on_snapshot(snapshot)
         return snapshot
+
+    def _schedule_auth_retry(self, outcomes: list[CohereApiError | None]) -> None:
+        """After 401/403, wait 1, 2, 4... poll intervals (at most ``max_auth_backoff``)."""
+        if any(isinstance(o, ApiStatusError) and o.is_auth_failure for o in outcomes):
+            delay = min(
+                self._settings.max_auth_backoff,
+                self._settings.interval * 2**self._auth_failures,
+            )
+            self._auth_failures += 1
+            self._auth_retry_at = self._monotonic() + delay
+            if self._auth_failures == 1:
+                log.error(
+                    "the API rejected the key; retrying with backoff",
+                    extra={"next_try_seconds": round(delay, 1)},
+                )
+        elif outcomes:
+            self._auth_failures = 0
+            self._auth_retry_at = None
 
     def _judge_up(self, outcomes: list[CohereApiError | None]) -> bool:
         """Up when the API was reached and authorised; a cycle that asked nothing keeps the last."""
@@ -203,6 +238,11 @@ class Poller:
 
     def _merge_listing(self, models: list[FinetunedModel]) -> None:
         listed = {m.id: m for m in models if m.id}
+        excess = len(listed) - self._settings.max_models
+        if excess > 0:
+            newest_first = sorted(listed.values(), key=lambda m: m.created_at or 0.0, reverse=True)
+            listed = {m.id: m for m in newest_first[: self._settings.max_models]}
+            self.dropped["models"] += excess
         for gone in self._tracked.keys() - listed.keys():
             log.info("model left the account", extra={"model": gone})
             del self._tracked[gone]
@@ -210,7 +250,9 @@ class Poller:
             self._update_model(model_id, model)
 
     async def _refresh_configured(self) -> None:
-        ids = self._settings.model_ids
+        ids = self._settings.model_ids[: self._settings.max_models]
+        if len(self._settings.model_ids) > len(ids):
+            self.dropped["models"] += len(self._settings.model_ids) - len(ids)
 
         async def refresh(model_id: str) -> CohereApiError | None:
             try:
@@ -276,7 +318,9 @@ class Poller:
         if newest is not None and (
             tracked.newest is None or newest.step_number >= tracked.newest.number
         ):
-            tracked.newest = to_step(newest)
+            tracked.newest, dropped = to_step(newest, self._settings.max_metrics_per_model)
+            if dropped:
+                self.dropped["metric_names"] += dropped
         tracked.up = True
         tracked.last_success = self._wall()
         if tracked.is_final:
@@ -362,6 +406,7 @@ class Poller:
             poll_duration=duration,
             ready=True,
             version=self.snapshot.version + 1,
+            dropped=MappingProxyType(dict(self.dropped)),
         )
 
     @staticmethod

@@ -17,11 +17,18 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import Counter, disable_created_metrics
+from prometheus_client import (
+    Counter,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.api.client import CohereClient
-from exporter.collector import PREFIX, snapshot_collectors
+from exporter.api.budget import RequestBudget
+from exporter.api.client import ClientObserver, CohereClient, RetryPolicy
+from exporter.collector import PREFIX, BudgetCollector, RuntimeCollector, snapshot_collectors
 from exporter.config import ConfigError, Settings
 from exporter.poller import Poller, PollSettings
 from exporter.snapshot import Snapshot
@@ -42,7 +49,33 @@ def poll_settings(settings: Settings) -> PollSettings:
         final_refresh_interval=settings.poll_final_refresh_interval,
         page_size=settings.poll_page_size,
         model_ids=settings.cohere_models,
+        max_models=settings.limits_max_models,
+        max_metrics_per_model=settings.limits_max_metrics_per_model,
     )
+
+
+class ApiTelemetry(ClientObserver):
+    """Counts every HTTP attempt and every retry of the API client."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            f"{PREFIX}_api_requests",
+            "Requests sent to the Cohere API, by endpoint and HTTP status (or transport error).",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{PREFIX}_api_retries",
+            "Retries of API requests, by endpoint and reason (status or transport error).",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+
+    def request_done(self, endpoint: str, code: str) -> None:
+        self.requests.labels(endpoint, code).inc()
+
+    def retrying(self, endpoint: str, reason: str, delay: float) -> None:
+        self.retries.labels(endpoint, reason).inc()
 
 
 class Exporter:
@@ -55,26 +88,29 @@ class Exporter:
         *,
         web_config: WebConfigWatcher | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.registry = CollectorRegistry(auto_describe=False)
-        self.api_requests = Counter(
-            f"{PREFIX}_api_requests",
-            "Requests sent to the Cohere API, by endpoint and HTTP status (or transport error).",
-            ["endpoint", "code"],
-            registry=self.registry,
-        )
+        for standard in (ProcessCollector, PlatformCollector, GCCollector):
+            standard(registry=self.registry)
+        self.telemetry = ApiTelemetry(self.registry)
+        self.budget = RequestBudget(settings.cohere_max_requests_per_minute)
         self.client = CohereClient(
             session,
             base_url=settings.cohere_api_url,
             api_key=settings.cohere_api_key,
             client_name=settings.cohere_client_name,
             timeout=settings.cohere_timeout,
-            observe=self._observe_request,
+            observer=self.telemetry,
+            budget=self.budget,
+            retry=retry or RetryPolicy(max_retries=settings.cohere_max_retries),
         )
         self.poller = Poller(self.client, poll_settings(settings), monotonic=monotonic)
         for collector in snapshot_collectors(self.current_snapshot):
             self.registry.register(collector)
+        self.registry.register(BudgetCollector(self.budget))
+        self.registry.register(RuntimeCollector())
         self.web_config = web_config or WebConfigWatcher(settings.web_config_file)
         middlewares = (auth_middleware(lambda: self.web_config.current),)
         self.app = build_web_app(
@@ -86,9 +122,6 @@ class Exporter:
 
     def current_snapshot(self) -> Snapshot:
         return self.poller.snapshot
-
-    def _observe_request(self, endpoint: str, code: str) -> None:
-        self.api_requests.labels(endpoint, code).inc()
 
 
 def new_session(settings: Settings) -> aiohttp.ClientSession:

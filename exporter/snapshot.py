@@ -7,7 +7,7 @@ scrape sees either the old cycle or the new one, never half of each, and never w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 
@@ -49,6 +49,7 @@ class Snapshot:
     poll_duration: float | None = None
     ready: bool = False
     version: int = 0
+    dropped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 EMPTY = Snapshot()

@@ -8,8 +8,12 @@ keep its last good data and say what happened without knowing aiohttp.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
-from collections.abc import Callable, Mapping
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -18,6 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from yarl import URL
 
 from exporter import __version__
+from exporter.api.budget import RequestBudget
 from exporter.api.models import (
     FinetunedModel,
     GetFinetunedModelResponse,
@@ -29,8 +34,48 @@ USER_AGENT = f"cohere-finetune-exporter/{__version__}"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_CHARS = 200
 
+DEFAULT_REQUESTS_PER_MINUTE = 400
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
-RequestObserver = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: a few quick retries, never a storm (the budget caps them anyway)."""
+
+    max_retries: int = 2
+    base_delay: float = 1.0
+    max_delay: float = 20.0
+    rate_limit_delay: float = 10.0  # first pause after a 429 without Retry-After, then doubled
+    max_rate_limit_wait: float = 30.0  # longer pauses fail the request instead of waiting in it
+    max_hold: float = 900.0  # an absurd Retry-After still resumes within 15 minutes
+
+
+class ClientObserver:
+    """Hooks for request accounting; the defaults do nothing."""
+
+    def request_done(self, endpoint: str, code: str) -> None:
+        """Called once per HTTP attempt with the status (or transport error kind)."""
+
+    def retrying(self, endpoint: str, reason: str, delay: float) -> None:
+        """Called before a retry, with why and how long it waits first."""
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 class CohereApiError(Exception):
@@ -111,16 +156,27 @@ class CohereClient:
         api_key: SecretStr | None,
         client_name: str = "cohere-finetune-exporter",
         timeout: float = 10.0,
-        observe: RequestObserver | None = None,
+        observer: ClientObserver | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        budget: RequestBudget | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._client_name = client_name
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._observe = observe or (lambda endpoint, code: None)
+        self._observer = observer or ClientObserver()
         self._max_body_bytes = max_body_bytes
+        self._budget = budget or RequestBudget(DEFAULT_REQUESTS_PER_MINUTE)
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._wall = wall_clock
+        self._random = rng or random.Random()
+        self._rate_limit_streak = 0
 
     def __repr__(self) -> str:
         return f"CohereClient(base_url={self._base!r}, client_name={self._client_name!r})"
@@ -166,18 +222,58 @@ class CohereClient:
         params: Mapping[str, str],
         shape: type[ResponseT],
     ) -> ResponseT:
+        """One logical request: budgeted, retried on transient failures, parsed."""
         url = URL(self._base + path, encoded=True).update_query(params)
-        try:
-            status, content_type, body, retry_after = await self._fetch(endpoint, url)
-        except CohereApiError as exc:
-            self._observe(endpoint, exc.code)
-            raise
-        self._observe(endpoint, str(status))
-        if not 200 <= status < 300:
-            raise ApiStatusError(
-                endpoint, status, _message_from_body(body, content_type), retry_after
+        attempt = 0
+        while True:
+            await self._budget.acquire()
+            try:
+                status, content_type, body, retry_after = await self._fetch(endpoint, url)
+            except CohereApiError as exc:
+                self._observer.request_done(endpoint, exc.code)
+                if isinstance(exc, ApiTransportError) and attempt < self._retry.max_retries:
+                    await self._back_off(endpoint, exc.code, attempt)
+                    attempt += 1
+                    continue
+                raise
+            self._observer.request_done(endpoint, str(status))
+            if status == 429:
+                wait = self._rate_limited(retry_after)
+                if attempt < self._retry.max_retries and wait <= self._retry.max_rate_limit_wait:
+                    self._observer.retrying(endpoint, "429", wait)
+                    attempt += 1
+                    continue  # acquire() waits out the hold
+            else:
+                self._rate_limit_streak = 0
+            if status in RETRYABLE_STATUSES and attempt < self._retry.max_retries:
+                await self._back_off(endpoint, str(status), attempt)
+                attempt += 1
+                continue
+            if not 200 <= status < 300:
+                raise ApiStatusError(
+                    endpoint, status, _message_from_body(body, content_type), retry_after
+                )
+            return self._parse(endpoint, status, body, shape)
+
+    async def _back_off(self, endpoint: str, reason: str, attempt: int) -> None:
+        """Exponential backoff with full jitter, so that many clients do not retry in step."""
+        ceiling = min(self._retry.max_delay, self._retry.base_delay * 2**attempt)
+        delay = self._random.uniform(0, ceiling)
+        self._observer.retrying(endpoint, reason, delay)
+        await self._sleep(delay)
+
+    def _rate_limited(self, retry_after: str | None) -> float:
+        """Pause every request for what Retry-After says, or for a growing wait of our own."""
+        wait = parse_retry_after(retry_after, self._wall())
+        if wait is None:
+            wait = min(
+                self._retry.max_rate_limit_wait * 4,
+                self._retry.rate_limit_delay * 2**self._rate_limit_streak,
             )
-        return self._parse(endpoint, status, body, shape)
+        wait = min(wait, self._retry.max_hold)
+        self._rate_limit_streak += 1
+        self._budget.hold(wait)
+        return wait
 
     async def _fetch(self, endpoint: str, url: URL) -> tuple[int, str, bytes, str | None]:
         try:

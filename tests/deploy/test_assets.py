@@ -65,7 +65,8 @@ def test_dockerfile_contract() -> None:
     final = text.rsplit("\nFROM ", 1)[1]
     assert re.search(r"^USER 10001", final, flags=re.MULTILINE), "non-root in the final stage"
     assert f"EXPOSE {DEFAULT_PORT}" in final
-    assert "HEALTHCHECK" in final and "/healthz" in final
+    assert "HEALTHCHECK" in final
+    assert "/healthz" in final
     assert "COPY --from=build /opt/venv /opt/venv" in final
     assert "pip install" not in final, "only the runtime in the final stage"
     assert 'ENTRYPOINT ["cohere-finetune-exporter"]' in final  # `docker run IMAGE demo` works

@@ -74,7 +74,7 @@ def wait_for(condition: Callable[[], T | None], seconds: float, what: str) -> T:
 def running(
     name: str, argv: list[str], logs: Path, ready_url: str, *, ready_seconds: float = 30
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``argv``, wait until ``ready_url`` answers 200, stop it (TERM, then KILL) at the end."""
+    """Start ``argv``, wait for ``ready_url`` to answer 200; stop it (TERM, then KILL) after."""
     log_path = logs / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs)

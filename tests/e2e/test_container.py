@@ -79,8 +79,9 @@ def test_image_runs_demo_as_non_root_and_serves_metrics(image: str, demo_contain
 
     wait_for(several_models, 60, "demo metrics from the container")
     wait_for(
-        lambda: docker("inspect", "--format", "{{.State.Health.Status}}", demo_container)
-        == "healthy",
+        lambda: (
+            docker("inspect", "--format", "{{.State.Health.Status}}", demo_container) == "healthy"
+        ),
         60,
         "the HEALTHCHECK to pass",
     )

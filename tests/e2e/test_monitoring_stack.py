@@ -186,7 +186,8 @@ def test_spike_alert_reaches_alertmanager_for_the_spiking_model_only(
 def load_dashboard_module() -> ModuleType:
     path = DEPLOY / "grafana" / "generate_dashboard.py"
     spec = importlib.util.spec_from_file_location("generate_dashboard", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

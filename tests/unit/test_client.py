@@ -19,7 +19,9 @@ from exporter.api.client import (
     ApiResponseError,
     ApiStatusError,
     ApiTransportError,
+    ClientObserver,
     CohereClient,
+    RetryPolicy,
     model_path,
 )
 from exporter.api.models import parse_timestamp
@@ -41,8 +43,21 @@ async def observed() -> list[tuple[str, str]]:
     return []
 
 
+class Recorder(ClientObserver):
+    def __init__(self, requests: list[tuple[str, str]]) -> None:
+        self.requests = requests
+        self.retries: list[tuple[str, str, float]] = []
+
+    def request_done(self, endpoint: str, code: str) -> None:
+        self.requests.append((endpoint, code))
+
+    def retrying(self, endpoint: str, reason: str, delay: float) -> None:
+        self.retries.append((endpoint, reason, delay))
+
+
 @pytest.fixture
 async def client(observed: list[tuple[str, str]]) -> AsyncIterator[CohereClient]:
+    """A client that does not retry: each test here looks at one response."""
     async with aiohttp.ClientSession() as session:
         yield CohereClient(
             session,
@@ -50,8 +65,9 @@ async def client(observed: list[tuple[str, str]]) -> AsyncIterator[CohereClient]
             api_key=SecretStr(KEY),
             client_name="unit-tests",
             timeout=2.0,
-            observe=lambda endpoint, code: observed.append((endpoint, code)),
+            observer=Recorder(observed),
             max_body_bytes=64 * 1024,
+            retry=RetryPolicy(max_retries=0),
         )
 
 
