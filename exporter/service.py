@@ -30,6 +30,7 @@ from exporter.api.budget import RequestBudget
 from exporter.api.client import ClientObserver, CohereClient, RetryPolicy
 from exporter.collector import PREFIX, BudgetCollector, RuntimeCollector, snapshot_collectors
 from exporter.config import ConfigError, Settings
+from exporter.exposition import ExpositionCache
 from exporter.poller import Poller, PollSettings
 from exporter.snapshot import Snapshot
 from exporter.web import build_web_app
@@ -91,10 +92,13 @@ class Exporter:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
+        # Model data lives in its own registry so that its encoding can be cached per
+        # snapshot; the live registry holds what changes between cycles.
         self.registry = CollectorRegistry(auto_describe=False)
+        self.live_registry = CollectorRegistry(auto_describe=False)
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
-            standard(registry=self.registry)
-        self.telemetry = ApiTelemetry(self.registry)
+            standard(registry=self.live_registry)
+        self.telemetry = ApiTelemetry(self.live_registry)
         self.budget = RequestBudget(settings.cohere_max_requests_per_minute)
         self.client = CohereClient(
             session,
@@ -109,12 +113,15 @@ class Exporter:
         self.poller = Poller(self.client, poll_settings(settings), monotonic=monotonic)
         for collector in snapshot_collectors(self.current_snapshot):
             self.registry.register(collector)
-        self.registry.register(BudgetCollector(self.budget))
-        self.registry.register(RuntimeCollector())
+        self.live_registry.register(BudgetCollector(self.budget))
+        self.live_registry.register(RuntimeCollector())
+        self.exposition = ExpositionCache(
+            self.registry, self.live_registry, lambda: self.poller.snapshot.version
+        )
         self.web_config = web_config or WebConfigWatcher(settings.web_config_file)
         middlewares = (auth_middleware(lambda: self.web_config.current),)
         self.app = build_web_app(
-            self.registry,
+            self.exposition,
             self.current_snapshot,
             telemetry_path=settings.web_telemetry_path,
             middlewares=middlewares,

@@ -1,25 +1,22 @@
 """The exporter's HTTP side: ``/metrics``, a landing page, and the two probes.
 
-Handlers read the registry, whose collectors read the poller's current snapshot: nothing here
-waits on the Cohere API, so a slow or dead API never slows a scrape.
+Handlers read the exposition cache, whose collectors read the poller's current snapshot:
+nothing here waits on the Cohere API, so a slow or dead API never slows a scrape.
 """
 
 from __future__ import annotations
 
-import gzip
 import html
 from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
+from exporter.exposition import ExpositionCache
 from exporter.snapshot import Snapshot
 
 SnapshotSource = Callable[[], Snapshot]
-GZIP_MIN_BYTES = 1024
 
 
 def wants_gzip(accept_encoding: str) -> bool:
@@ -31,13 +28,12 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def exposition(registry: CollectorRegistry, accept: str, accept_encoding: str) -> web.Response:
-    """Render the registry in the format the client asked for, gzipped when it said so."""
-    encoder, content_type = choose_encoder(accept)
-    body = encoder(registry)
+def exposition(cache: ExpositionCache, accept: str, accept_encoding: str) -> web.Response:
+    """The body in the format the client asked for, gzipped when it said so."""
+    use_gzip = wants_gzip(accept_encoding)
+    body, content_type = cache.body(accept, use_gzip)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-    if len(body) >= GZIP_MIN_BYTES and wants_gzip(accept_encoding):
-        body = gzip.compress(body, compresslevel=6)
+    if use_gzip:
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
 
@@ -72,7 +68,7 @@ def landing_page(snapshot: Snapshot, telemetry_path: str) -> str:
 
 
 def build_web_app(
-    registry: CollectorRegistry,
+    cache: ExpositionCache,
     snapshot_source: SnapshotSource,
     *,
     telemetry_path: str = "/metrics",
@@ -80,7 +76,7 @@ def build_web_app(
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         return exposition(
-            registry,
+            cache,
             request.headers.get("Accept", ""),
             request.headers.get("Accept-Encoding", ""),
         )

@@ -1,0 +1,78 @@
+"""The exposition cache: model data encoded once per snapshot, live counters every scrape."""
+
+from __future__ import annotations
+
+import gzip
+
+from prometheus_client import Counter
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.collector import snapshot_collectors
+from exporter.exposition import ExpositionCache
+from exporter.snapshot import ModelView, Snapshot, Step
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def snapshot(version: int, loss: float) -> Snapshot:
+    step = Step.of(version, 1.0, {"cross_entropy": loss})
+    model = ModelView(id="m", name="m", status="STATUS_FINETUNING", newest_step=step, up=True)
+    return Snapshot(models=(model,), up=True, ready=True, version=version)
+
+
+def build() -> tuple[ExpositionCache, list[Snapshot], Counter]:
+    current = [snapshot(1, 0.5)]
+    model_registry = CollectorRegistry(auto_describe=False)
+    for collector in snapshot_collectors(lambda: current[0]):
+        model_registry.register(collector)
+    live_registry = CollectorRegistry(auto_describe=False)
+    requests = Counter("cohere_finetune_api_requests", "r", ["code"], registry=live_registry)
+    cache = ExpositionCache(model_registry, live_registry, lambda: current[0].version)
+    return cache, current, requests
+
+
+def test_model_part_is_encoded_once_per_snapshot() -> None:
+    cache, current, requests = build()
+    for _ in range(5):
+        requests.labels("200").inc()
+        cache.body("", use_gzip=False)
+    assert cache.renders == 1
+    body, _ = cache.body("", use_gzip=False)
+    assert b'cohere_finetune_api_requests_total{code="200"} 5.0' in body  # live part is fresh
+    current[0] = snapshot(2, 0.25)
+    body, _ = cache.body("", use_gzip=False)
+    assert cache.renders == 2
+    assert b'cohere_finetune_step_cross_entropy{finetuned_model_id="m"} 0.25' in body
+
+
+def test_text_body_parses_as_one_exposition() -> None:
+    cache, _, requests = build()
+    requests.labels("503").inc()
+    body, content_type = cache.body("text/plain", use_gzip=False)
+    assert content_type.startswith("text/plain; version=0.0.4")
+    names = {family.name for family in parse_text(body.decode())}
+    assert {"cohere_finetune_step_cross_entropy", "cohere_finetune_api_requests"} <= names
+
+
+def test_openmetrics_body_has_one_eof_at_the_end() -> None:
+    cache, _, requests = build()
+    requests.labels("200").inc()
+    body, content_type = cache.body(OPENMETRICS, use_gzip=False)
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.count(b"# EOF") == 1
+    assert body.endswith(b"# EOF\n")
+    names = {family.name for family in parse_om(body.decode())}  # type: ignore[no-untyped-call]
+    assert {"cohere_finetune_step_cross_entropy", "cohere_finetune_api_requests"} <= names
+
+
+def test_gzip_members_decode_to_the_plain_body() -> None:
+    cache, _, requests = build()
+    requests.labels("200").inc()
+    for accept in ("", OPENMETRICS):
+        zipped, _ = cache.body(accept, use_gzip=True)
+        plain, _ = cache.body(accept, use_gzip=False)
+        assert zipped[:2] == b"\x1f\x8b"
+        assert gzip.decompress(zipped) == plain
+    assert cache.renders == 2  # one per format, shared by plain and gzip
