@@ -156,6 +156,19 @@ class Settings(BaseSettings):
         description="page_size asked of the step-metrics endpoint.",
         json_schema_extra=flag("--poll.page-size"),
     )
+    shard_count: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Replicas that split the models between them by a hash of the model ID.",
+        json_schema_extra=flag("--shard.count"),
+    )
+    shard_index: int = Field(
+        default=0,
+        ge=0,
+        description="Which of --shard.count shards this replica polls (0-based).",
+        json_schema_extra=flag("--shard.index"),
+    )
     limits_max_models: int = Field(
         default=5000,
         ge=1,
@@ -219,6 +232,14 @@ class Settings(BaseSettings):
         if not value.startswith("/") or value == "/" or "?" in value or "#" in value:
             raise ValueError(f"expected a path like /metrics, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _check_shard(self) -> Settings:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(
+                f"shard_index: {self.shard_index} is not below --shard.count {self.shard_count}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _read_key_file(self) -> Settings:

@@ -15,7 +15,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, TypeVar
 
@@ -28,6 +28,7 @@ from exporter.api.client import (
 )
 from exporter.api.models import FinetunedModel, TrainingStepMetrics
 from exporter.config import FINAL_STATUSES
+from exporter.sharding import Shard
 from exporter.snapshot import EMPTY, ModelView, Snapshot, Step
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class PollSettings:
     max_models: int = 5000
     max_metrics_per_model: int = 100
     max_auth_backoff: float = 900.0
+    shard: Shard = field(default_factory=Shard)
 
 
 @dataclass
@@ -237,7 +239,8 @@ class Poller:
         raise ApiResponseError("list_models", 200, f"more than {MAX_PAGES} pages")
 
     def _merge_listing(self, models: list[FinetunedModel]) -> None:
-        listed = {m.id: m for m in models if m.id}
+        owns = self._settings.shard.owns
+        listed = {m.id: m for m in models if m.id and owns(m.id)}
         excess = len(listed) - self._settings.max_models
         if excess > 0:
             newest_first = sorted(listed.values(), key=lambda m: m.created_at or 0.0, reverse=True)
@@ -250,9 +253,10 @@ class Poller:
             self._update_model(model_id, model)
 
     async def _refresh_configured(self) -> None:
-        ids = self._settings.model_ids[: self._settings.max_models]
-        if len(self._settings.model_ids) > len(ids):
-            self.dropped["models"] += len(self._settings.model_ids) - len(ids)
+        mine = [m for m in self._settings.model_ids if self._settings.shard.owns(m)]
+        ids = mine[: self._settings.max_models]
+        if len(mine) > len(ids):
+            self.dropped["models"] += len(mine) - len(ids)
 
         async def refresh(model_id: str) -> CohereApiError | None:
             try:

@@ -32,6 +32,7 @@ from exporter.collector import PREFIX, BudgetCollector, RuntimeCollector, snapsh
 from exporter.config import ConfigError, Settings
 from exporter.exposition import ExpositionCache
 from exporter.poller import Poller, PollSettings
+from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
 from exporter.web import build_web_app
 from exporter.webconfig import WebConfigWatcher, auth_middleware
@@ -52,6 +53,7 @@ def poll_settings(settings: Settings) -> PollSettings:
         model_ids=settings.cohere_models,
         max_models=settings.limits_max_models,
         max_metrics_per_model=settings.limits_max_metrics_per_model,
+        shard=Shard(settings.shard_index, settings.shard_count),
     )
 
 

@@ -2,7 +2,8 @@
 
 The API routes copy the real paths, paging and proto3 JSON bodies (including the quirks clients
 trip over); the ``/simulator/*`` routes are not part of Cohere's API and need no key: they expose
-request counts (the exporter's cost) and the ground truth that ``/metrics`` is compared against.
+request counts (the exporter's cost) and the ground truth that ``/metrics`` is compared against,
+and let a test switch fault injection (``exporter.simulator.faults``) on and off.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from exporter.simulator import encoding
+from exporter.simulator.faults import FIRST_PAGE_TOKEN_KEY, Fault, FaultInjector, respond
 from exporter.simulator.world import REQUEST_KINDS, SimStep, SimWorld
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class _Recorder:
 
 
 WORLD_KEY: Final = web.AppKey("world", SimWorld)
+FAULTS_KEY: Final = web.AppKey("faults", FaultInjector)
 _RECORDER_KEY: Final = web.AppKey("recorder", _Recorder)
 
 
@@ -112,6 +115,7 @@ def _page(request: web.Request, items: Sequence[_T], collection: str) -> tuple[l
     offset = _decode_token(token, collection) if token else 0
     end = offset + size
     next_token = _encode_token(collection, end) if end < len(items) else ""
+    request[FIRST_PAGE_TOKEN_KEY] = _encode_token(collection, 0)
     return list(items[offset:end]), next_token
 
 
@@ -203,9 +207,25 @@ async def list_step_metrics(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- middleware
 
 
+async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The real answer, with errors in Cohere's shape."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json({"message": exc.message}, status=exc.status)
+    except web.HTTPNotFound:
+        return _json({"message": f"no route for {request.method} {request.path}"}, status=404)
+    except web.HTTPMethodNotAllowed:
+        return _json({"message": f"method {request.method} not allowed"}, status=405)
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count, authenticate and shape errors of ``/v1`` requests the way Cohere does."""
+    """Count, authenticate, inject faults and shape errors of ``/v1`` requests like Cohere.
+
+    An injected fault comes after counting (it is a request served) and after authentication
+    (a bad key still gets its 401).
+    """
     if not (request.path == "/v1" or request.path.startswith("/v1/")):
         return await handler(request)
     world = request.app[WORLD_KEY]
@@ -220,14 +240,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     expected = None if world.api_key is None else f"Bearer {world.api_key}"
     if expected is not None and request.headers.get("Authorization", "") != expected:
         return _json({"message": "invalid api token"}, status=401)
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _json({"message": exc.message}, status=exc.status)
-    except web.HTTPNotFound:
-        return _json({"message": f"no route for {request.method} {request.path}"}, status=404)
-    except web.HTTPMethodNotAllowed:
-        return _json({"message": f"method {request.method} not allowed"}, status=405)
+    fault = None
+    if kind is not None:
+        fault = request.app[FAULTS_KEY].pick(kind, request.match_info.get("id"))
+    if fault is None:
+        return await _serve(request, handler)
+    return await respond(fault, request, lambda: _serve(request, handler))
 
 
 # --------------------------------------------------------------------------- control routes
@@ -291,6 +309,42 @@ async def add_model(request: web.Request) -> web.Response:
     return _json({"id": request.app[WORLD_KEY].add_model()})
 
 
+def _faults_report(injector: FaultInjector) -> web.Response:
+    return _json(
+        {
+            "faults": [fault.to_json() for fault in injector.active],
+            "injected": dict(injector.injected),
+        }
+    )
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    return _faults_report(request.app[FAULTS_KEY])
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    """Replace the active faults with ``{"faults": [...]}`` (each as ``Fault.to_json`` gives)."""
+    injector = request.app[FAULTS_KEY]
+    try:
+        data = json.loads(await request.read())
+    except ValueError:
+        return _json({"message": 'body must be JSON: {"faults": [...]}'}, status=400)
+    if not isinstance(data, dict) or not isinstance(data.get("faults"), list):
+        return _json({"message": 'body must be an object with a "faults" list'}, status=400)
+    try:
+        faults = [Fault.from_json(item) for item in data["faults"]]
+    except ValueError as exc:
+        return _json({"message": str(exc)}, status=400)
+    injector.set(faults)
+    return _faults_report(injector)
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    injector = request.app[FAULTS_KEY]
+    injector.clear()
+    return _faults_report(injector)
+
+
 async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -298,10 +352,15 @@ async def healthz(_request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- assembly
 
 
-def build_app(world: SimWorld) -> web.Application:
-    """The aiohttp application serving ``world``: Cohere's API routes plus ``/simulator/*``."""
+def build_app(world: SimWorld, faults: FaultInjector | None = None) -> web.Application:
+    """The aiohttp application serving ``world``: Cohere's API routes plus ``/simulator/*``.
+
+    ``faults`` injects failures into API answers (none by default); ``/simulator/faults``
+    changes its faults while the app runs.
+    """
     app = web.Application(middlewares=[api_middleware])
     app[WORLD_KEY] = world
+    app[FAULTS_KEY] = FaultInjector() if faults is None else faults
     app[_RECORDER_KEY] = _Recorder()
     app.router.add_get(_PREFIX, list_models, name="list_models")
     app.router.add_get(f"{_PREFIX}/{_ID}", get_model, name="get_model")
@@ -315,13 +374,18 @@ def build_app(world: SimWorld) -> web.Application:
     app.router.add_get("/simulator/truth", truth)
     app.router.add_post("/simulator/advance", advance)
     app.router.add_post("/simulator/models", add_model)
+    app.router.add_get("/simulator/faults", list_faults)
+    app.router.add_post("/simulator/faults", set_faults)
+    app.router.add_delete("/simulator/faults", clear_faults)
     app.router.add_get("/healthz", healthz)
     return app
 
 
-async def run_simulator(host: str, port: int, world: SimWorld) -> None:
-    """Serve ``world`` on ``host:port`` until cancelled, then close the listener."""
-    runner = web.AppRunner(build_app(world), access_log=None)
+async def run_simulator(
+    host: str, port: int, world: SimWorld, faults: FaultInjector | None = None
+) -> None:
+    """Serve ``world`` (with ``faults``, if given) on ``host:port`` until cancelled."""
+    runner = web.AppRunner(build_app(world, faults), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

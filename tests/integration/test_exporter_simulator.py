@@ -7,9 +7,10 @@ import gzip
 import pytest
 
 from exporter.collector import step_family_name
-from exporter.config import FINAL_STATUSES
+from exporter.config import FINAL_STATUSES, load_settings
+from exporter.service import Exporter, new_session
 from tests.promtool import promtool_check_metrics
-from tests.stack import Stack, StepOrder, model_sample, same_value, simulated_stack
+from tests.stack import API_KEY, Stack, StepOrder, model_sample, same_value, simulated_stack
 
 pytestmark = pytest.mark.integration
 ORDERS: tuple[StepOrder, ...] = ("newest-first", "oldest-first")
@@ -235,3 +236,21 @@ async def test_identifying_headers_reach_the_api() -> None:
         report = await (await stack.http.get(stack.sim_url + "/simulator/requests")).json()
         assert report["last_client_name"] == "integration-tests"
         assert report["last_user_agent"].startswith("cohere-finetune-exporter/")
+
+
+async def test_two_shards_split_the_account_exactly() -> None:
+    async with simulated_stack(models=20, shard_count="2", shard_index="0") as stack:
+        settings = load_settings(
+            cohere_api_url=stack.sim_url, cohere_api_key=API_KEY, shard_count="2", shard_index="1"
+        )
+        async with new_session(settings) as session:
+            other = Exporter(settings, session)
+            await stack.exporter.poller.run_cycle()
+            await other.poller.run_cycle()
+            first = {m.id for m in stack.exporter.poller.snapshot.models}
+            second = {m.id for m in other.poller.snapshot.models}
+        assert first
+        assert second
+        assert not first & second
+        assert first | second == set(stack.world.model_ids())
+        assert stack.world.request_counts["list_step_metrics"] == len(stack.world.model_ids())
