@@ -21,7 +21,7 @@ from exporter.logs import setup_logging
 from exporter.webconfig import WebConfigError, load_web_config
 
 if TYPE_CHECKING:
-    from exporter.simulator import Scenario
+    from exporter.simulator import FaultInjector, Scenario
 
 COMMANDS = ("serve", "demo", "simulate", "check-config")
 EXIT_CONFIG = 2
@@ -58,6 +58,13 @@ def add_simulator_flags(parser: argparse.ArgumentParser, *, speed: float, models
         "--scenario",
         default=None,
         help="YAML/JSON file of scripted runs (or a bundled name: spike-and-healthy)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. kind=status,status=503,probability=0.2 (repeatable)",
     )
     parser.add_argument(
         "--step-order",
@@ -195,6 +202,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             speed=args.speed,
             step_order=args.step_order,
             scenario=scenario_from(args),
+            faults=faults_from(args),
         )
     )
     return 0
@@ -209,6 +217,15 @@ def scenario_from(args: argparse.Namespace) -> Scenario | None:
         return load_scenario(args.scenario)
     except ValueError as exc:
         raise ConfigError([f"--scenario: {exc}"]) from None
+
+
+def faults_from(args: argparse.Namespace) -> FaultInjector:
+    from exporter.simulator import Fault, FaultInjector
+
+    try:
+        return FaultInjector([Fault.parse(spec) for spec in args.fault], seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError([f"--fault: {exc}"]) from None
 
 
 def simulator_key(args: argparse.Namespace) -> str | None:
@@ -250,7 +267,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     log.info("simulating the Cohere API", extra={"address": args.listen, "models": args.models})
     try:
-        asyncio.run(serve_until_stopped(run_simulator(host or "0.0.0.0", port, world)))
+        server = run_simulator(host or "0.0.0.0", port, world, faults_from(args))
+        asyncio.run(serve_until_stopped(server))
     except OSError as exc:
         raise ConfigError(
             [f"--web.listen-address: cannot listen on {args.listen}: {exc.strerror}"]

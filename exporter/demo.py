@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from exporter.config import Settings
 from exporter.service import serve
-from exporter.simulator import Scenario, SimClock, SimWorld, build_app
+from exporter.simulator import FaultInjector, Scenario, SimClock, SimWorld, build_app
 
 log = logging.getLogger(__name__)
 NEW_RUN_SECONDS = 45.0
@@ -37,6 +37,7 @@ async def demo(
     speed: float,
     step_order: str,
     scenario: Scenario | None = None,
+    faults: FaultInjector | None = None,
 ) -> None:
     order: Literal["newest-first", "oldest-first"] = (
         "oldest-first" if step_order == "oldest-first" else "newest-first"
@@ -48,7 +49,7 @@ async def demo(
         step_order=order,
         scenario=scenario,
     )
-    runner = web.AppRunner(build_app(world), handle_signals=False)
+    runner = web.AppRunner(build_app(world, faults), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -16,9 +16,10 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.api.client import RetryPolicy
 from exporter.config import load_settings
 from exporter.service import Exporter, new_session
-from exporter.simulator import SimClock, SimWorld, build_app
+from exporter.simulator import FaultInjector, SimClock, SimWorld, build_app
 
 API_KEY = "sk-sim-5e3b9c1d7a2f4e6b8c0d"
 StepOrder = Literal["newest-first", "oldest-first"]
@@ -46,7 +47,13 @@ class Stack:
     exporter_url: str
     sim_url: str
     http: aiohttp.ClientSession
+    faults: FaultInjector
+    sim_runner: web.AppRunner
     extra: dict[str, Any] = field(default_factory=dict)
+
+    async def stop_simulator(self) -> None:
+        """Close the simulated API's socket: later connections are refused."""
+        await self.sim_runner.cleanup()
 
     async def scrape(self, path: str = "/metrics", **headers: str) -> aiohttp.ClientResponse:
         response = await self.http.get(self.exporter_url + path, headers=headers)
@@ -77,15 +84,21 @@ def same_value(a: float | None, b: float | None) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
+@dataclass
+class Served:
+    url: str
+    runner: web.AppRunner
+
+
 @contextlib.asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
+async def serve_app(app: web.Application) -> AsyncIterator[Served]:
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
         host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
+        yield Served(f"http://{host}:{port}", runner)
     finally:
         await runner.cleanup()
 
@@ -97,6 +110,7 @@ async def simulated_stack(
     seed: int = 7,
     step_order: StepOrder = "newest-first",
     api_key: str = API_KEY,
+    retry: RetryPolicy | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     sim_clock = SimClock(speed=1.0, frozen=True)
@@ -104,7 +118,9 @@ async def simulated_stack(
         models=models, seed=seed, clock=sim_clock, step_order=step_order, api_key=API_KEY
     )
     poll_clock = ManualClock()
-    async with serve_app(build_app(world)) as sim_url:
+    faults = FaultInjector(seed=seed)
+    async with serve_app(build_app(world, faults)) as sim:
+        sim_url = sim.url
         settings = load_settings(
             cohere_api_url=sim_url,
             cohere_api_key=api_key,
@@ -112,6 +128,16 @@ async def simulated_stack(
             **overrides,
         )
         async with new_session(settings) as session, aiohttp.ClientSession() as http:
-            exporter = Exporter(settings, session, monotonic=poll_clock)
-            async with serve_app(exporter.app) as exporter_url:
-                yield Stack(world, sim_clock, poll_clock, exporter, exporter_url, sim_url, http)
+            exporter = Exporter(settings, session, monotonic=poll_clock, retry=retry)
+            async with serve_app(exporter.app) as served:
+                yield Stack(
+                    world,
+                    sim_clock,
+                    poll_clock,
+                    exporter,
+                    served.url,
+                    sim_url,
+                    http,
+                    faults,
+                    sim.runner,
+                )

@@ -20,5 +20,6 @@ def test_every_setting_is_in_the_configuration_table(name: str) -> None:
         row = next((line for line in README.splitlines() if line.startswith(f"| `{flag}` ")), None)
         assert row is not None, f"README lacks a row for {flag}"
         assert f"{ENV_PREFIX}{name.upper()}" in row
-    for env in extra.get("env") or []:
+    env_names = extra.get("env")
+    for env in env_names if isinstance(env_names, list) else []:
         assert f"`{env}`" in README
