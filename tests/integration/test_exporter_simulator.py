@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
+import aiohttp
+import bcrypt
 import pytest
 
 from exporter.collector import step_family_name
@@ -254,3 +257,21 @@ async def test_two_shards_split_the_account_exactly() -> None:
         assert not first & second
         assert first | second == set(stack.world.model_ids())
         assert stack.world.request_counts["list_step_metrics"] == len(stack.world.model_ids())
+
+
+async def test_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    async with simulated_stack(models=3, web_config_file=str(config)) as stack:
+        await stack.exporter.poller.run_cycle()
+        assert (await stack.scrape("/metrics")).status == 401
+        assert (await stack.scrape("/")).status == 401
+        assert (await stack.scrape("/healthz")).status == 200  # probes stay open
+        good = {"Authorization": aiohttp.encode_basic_auth("prometheus", "s3cret")}
+        async with stack.http.get(stack.exporter_url + "/metrics", headers=good) as answer:
+            assert answer.status == 200
+            assert "cohere_finetune_up" in await answer.text()
+        wrong = {"Authorization": aiohttp.encode_basic_auth("prometheus", "guess")}
+        async with stack.http.get(stack.exporter_url + "/metrics", headers=wrong) as answer:
+            assert answer.status == 401
