@@ -140,3 +140,15 @@ def test_check_config_wants_a_key(capsys: pytest.CaptureFixture[str]) -> None:
 def test_serve_refuses_bad_settings_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--cohere.models", "../etc", "--cohere.api-url", "http://127.0.0.1:9"]) == 2
     assert "--cohere.models" in capsys.readouterr().err
+
+
+def test_malformed_web_config_stops_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users: [not, a, map]\n")
+    assert main(["check-config", "--web.config.file", str(web_config)]) == 2
+    assert main(["--web.config.file", str(web_config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--web.config.file") == 2
