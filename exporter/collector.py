@@ -273,9 +273,52 @@ class RuntimeCollector(Collector):
         )
 
 
+class StepCountersCollector(Collector):
+    """Counts over every evaluated step, so a spike between two scrapes is not lost.
+
+    Example::
+
+        cohere_finetune_steps_processed_total{finetuned_model_id="..."} 42.0
+        cohere_finetune_step_outliers_total{finetuned_model_id="...",metric="cross_entropy"} 1.0
+        cohere_finetune_step_nonfinite_total{finetuned_model_id="...",metric="cross_entropy"} 0.0
+    """
+
+    def __init__(self, snapshot_source: SnapshotSource) -> None:
+        self._source = snapshot_source
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._source()
+        processed = CounterMetricFamily(
+            f"{PREFIX}_steps_processed",
+            f"Evaluated steps processed since the exporter started. {POLLED}",
+            labels=[MODEL_LABEL],
+        )
+        outliers = CounterMetricFamily(
+            f"{PREFIX}_step_outliers",
+            "Steps whose loss-like metric was at least --spike.factor times the median of the "
+            f"previous --spike.window steps. {POLLED}",
+            labels=[MODEL_LABEL, "metric"],
+        )
+        nonfinite = CounterMetricFamily(
+            f"{PREFIX}_step_nonfinite",
+            f"Steps whose loss-like metric was NaN or infinite. {POLLED}",
+            labels=[MODEL_LABEL, "metric"],
+        )
+        for model in snapshot.models:
+            if model.newest_step is None:
+                continue
+            processed.add_metric([model.id], float(model.steps_processed))
+            for metric, count in sorted(model.outliers.items()):
+                outliers.add_metric([model.id, metric], float(count))
+            for metric, count in sorted(model.nonfinite.items()):
+                nonfinite.add_metric([model.id, metric], float(count))
+        yield from (processed, outliers, nonfinite)
+
+
 def snapshot_collectors(snapshot_source: SnapshotSource) -> list[Collector]:
     return [
         ExporterCollector(snapshot_source),
         ModelCollector(snapshot_source),
         StepMetricsCollector(snapshot_source),
+        StepCountersCollector(snapshot_source),
     ]

@@ -169,6 +169,29 @@ class Settings(BaseSettings):
         description="Which of --shard.count shards this replica polls (0-based).",
         json_schema_extra=flag("--shard.index"),
     )
+    spike_metrics: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("cross_entropy", "loss"),
+        description="Comma-separated loss-like metrics whose every step is checked for spikes.",
+        json_schema_extra=flag("--spike.metrics"),
+    )
+    spike_factor: float = Field(
+        default=2.0,
+        gt=1,
+        description="A step is an outlier at this many times the median of the window.",
+        json_schema_extra=flag("--spike.factor"),
+    )
+    spike_window: int = Field(
+        default=10,
+        ge=3,
+        le=1000,
+        description="Previous steps whose median a step is compared with.",
+        json_schema_extra=flag("--spike.window"),
+    )
+    state_file: Path | None = Field(
+        default=None,
+        description="File that keeps each model's last processed step across restarts.",
+        json_schema_extra=flag("--state.file"),
+    )
     limits_max_models: int = Field(
         default=5000,
         ge=1,
@@ -192,7 +215,7 @@ class Settings(BaseSettings):
         json_schema_extra=flag("--log.format"),
     )
 
-    @field_validator("cohere_models", mode="before")
+    @field_validator("cohere_models", "spike_metrics", mode="before")
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         if isinstance(value, str):

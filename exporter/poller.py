@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar
 
@@ -30,6 +31,8 @@ from exporter.api.models import FinetunedModel, TrainingStepMetrics
 from exporter.config import FINAL_STATUSES
 from exporter.sharding import Shard
 from exporter.snapshot import EMPTY, ModelView, Snapshot, Step
+from exporter.spikes import SpikeRule, SpikeTracker
+from exporter.state import ModelState, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class PollSettings:
     max_metrics_per_model: int = 100
     max_auth_backoff: float = 900.0
     shard: Shard = field(default_factory=Shard)
+    spike_rule: SpikeRule = field(default_factory=SpikeRule)
+    state_file: Path | None = None
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Tracked:
     final_read_at: float | None = None
     missing: bool = False
     problem: str | None = None
+    position: int | None = None  # highest step number processed; None until the first poll
+    spikes: SpikeTracker = field(default_factory=lambda: SpikeTracker(SpikeRule()))
 
     @property
     def is_final(self) -> bool:
@@ -89,6 +96,10 @@ def newest_of(steps: Iterable[TrainingStepMetrics]) -> TrainingStepMetrics | Non
         key=lambda s: (s.step_number, s.created_at if s.created_at is not None else -math.inf),
         default=None,
     )
+
+
+def _step_key(step: TrainingStepMetrics) -> tuple[int, float]:
+    return step.step_number, step.created_at if step.created_at is not None else -math.inf
 
 
 def to_step(step: TrainingStepMetrics, max_metrics: int) -> tuple[Step, int]:
@@ -122,6 +133,9 @@ class Poller:
         self._auth_failures = 0
         self._auth_retry_at: float | None = None
         self.dropped: Counter[str] = Counter()
+        self._saved: dict[str, ModelState] = (
+            load_state(settings.state_file) if settings.state_file is not None else {}
+        )
         self.snapshot: Snapshot = EMPTY
         self.cycles = 0
 
@@ -153,6 +167,7 @@ class Poller:
         outcomes.extend(await self._fetch_all(due))
         self._up = self._judge_up(outcomes)
         self._schedule_auth_retry(outcomes)
+        self._save_state()
         return self._publish(self._monotonic() - started)
 
     def _publish(self, duration: float) -> Snapshot:
@@ -264,7 +279,7 @@ class Poller:
             except ApiStatusError as exc:
                 if exc.status == 404:
                     tracked = self._tracked.setdefault(
-                        model_id, Tracked(FinetunedModel(id=model_id))
+                        model_id, self._new_tracked(FinetunedModel(id=model_id))
                     )
                     tracked.missing = True
                     tracked.up = False
@@ -282,10 +297,36 @@ class Poller:
         for exc in errors:
             self._report_discovery(exc)
 
+    def _new_tracked(self, model: FinetunedModel) -> Tracked:
+        """A tracker for a newly seen model, resuming where the state file says we stopped."""
+        tracked = Tracked(model, spikes=SpikeTracker(self._settings.spike_rule))
+        saved = self._saved.pop(model.id, None)
+        if saved is not None:
+            tracked.position = saved.position
+            if saved.order in ("newest-first", "oldest-first"):
+                tracked.order = saved.order  # type: ignore[assignment]
+            tracked.resume_token = saved.resume_token
+            tracked.spikes.restore(saved.history)
+        return tracked
+
+    def _save_state(self) -> None:
+        if self._settings.state_file is None:
+            return
+        models = dict(self._saved)  # models not rediscovered yet keep their saved position
+        for model_id, tracked in self._tracked.items():
+            if tracked.position is not None:
+                models[model_id] = ModelState(
+                    position=tracked.position,
+                    order=tracked.order,
+                    resume_token=tracked.resume_token,
+                    history={k: list(v) for k, v in tracked.spikes.history.items()},
+                )
+        save_state(self._settings.state_file, models)
+
     def _update_model(self, model_id: str, model: FinetunedModel) -> None:
         tracked = self._tracked.get(model_id)
         if tracked is None:
-            self._tracked[model_id] = Tracked(model)
+            self._tracked[model_id] = self._new_tracked(model)
             return
         if tracked.model.status != model.status and model.status in FINAL_STATUSES:
             tracked.final_read_at = None  # read the final metrics once more
@@ -314,17 +355,12 @@ class Poller:
 
     async def _fetch_one(self, tracked: Tracked) -> CohereApiError | None:
         try:
-            newest = await self._newest_step(tracked)
+            steps = await self._steps_since_position(tracked)
         except CohereApiError as exc:
             tracked.up = False
             self._report_model(tracked, exc)
             return exc
-        if newest is not None and (
-            tracked.newest is None or newest.step_number >= tracked.newest.number
-        ):
-            tracked.newest, dropped = to_step(newest, self._settings.max_metrics_per_model)
-            if dropped:
-                self.dropped["metric_names"] += dropped
+        self._absorb(tracked, steps)
         tracked.up = True
         tracked.last_success = self._wall()
         if tracked.is_final:
@@ -332,8 +368,30 @@ class Poller:
         self._report_model(tracked, None)
         return None
 
-    async def _newest_step(self, tracked: Tracked) -> TrainingStepMetrics | None:
-        """Find the newest step, resuming oldest-first lists at the page that held it last time."""
+    def _absorb(self, tracked: Tracked, steps: list[TrainingStepMetrics]) -> None:
+        """Judge each step after the position exactly once, in step order; update the gauges."""
+        by_number = {s.step_number: s for s in sorted(steps, key=_step_key)}
+        ordered = [by_number[n] for n in sorted(by_number)]
+        if not ordered:
+            return
+        spikes = tracked.spikes
+        if tracked.position is None:
+            for step in ordered[-self._settings.spike_rule.window :]:
+                spikes.remember(step.metrics)  # history from before we started: not judged
+        else:
+            for step in ordered:
+                if step.step_number > tracked.position:
+                    spikes.judge(step.metrics)
+        newest = ordered[-1]
+        if tracked.position is None or newest.step_number >= tracked.position:
+            tracked.position = newest.step_number
+            tracked.newest, dropped = to_step(newest, self._settings.max_metrics_per_model)
+            if dropped:
+                self.dropped["metric_names"] += dropped
+
+    async def _steps_since_position(self, tracked: Tracked) -> list[TrainingStepMetrics]:
+        """Every step after the position (and the newest), resuming oldest-first lists at the
+        page that held the newest step last time."""
         if tracked.order == "oldest-first" and tracked.resume_token:
             try:
                 return await self._walk(tracked, tracked.resume_token)
@@ -343,23 +401,33 @@ class Poller:
                 tracked.resume_token = ""  # the token expired: walk from the start once
         return await self._walk(tracked, "")
 
-    async def _walk(self, tracked: Tracked, token: str) -> TrainingStepMetrics | None:
+    async def _walk(self, tracked: Tracked, token: str) -> list[TrainingStepMetrics]:
+        """Follow pages until every step after the position is in hand, and no further.
+
+        Newest-first: page back only while a whole page is newer than the position (on the
+        first poll the first page is enough). Oldest-first: walk to the last page.
+        """
         model_id = tracked.model.id
-        best: TrainingStepMetrics | None = None
+        collected: list[TrainingStepMetrics] = []
         seen: set[str] = {token}
         for _ in range(MAX_PAGES):
             page = await self._client.list_step_metrics(
                 model_id, page_size=self._settings.page_size, page_token=token
             )
-            best = newest_of([s for s in (best, newest_of(page.step_metrics)) if s is not None])
+            collected.extend(page.step_metrics)
             order = page_order(page.step_metrics)
             if order != "unknown":
                 tracked.order = order
             if tracked.order == "oldest-first":
                 tracked.resume_token = token
             next_token = page.next_page_token
-            if not next_token or tracked.order == "newest-first":
-                return best
+            if not next_token or not page.step_metrics:
+                return collected
+            if tracked.order == "newest-first" and (
+                tracked.position is None
+                or min(s.step_number for s in page.step_metrics) <= tracked.position
+            ):
+                return collected
             if next_token in seen:
                 raise ApiResponseError("list_step_metrics", 200, "next_page_token repeats")
             seen.add(next_token)
@@ -428,6 +496,9 @@ class Poller:
             newest_step=tracked.newest,
             up=tracked.up,
             last_success=tracked.last_success,
+            outliers=MappingProxyType(dict(tracked.spikes.outliers)),
+            nonfinite=MappingProxyType(dict(tracked.spikes.nonfinite)),
+            steps_processed=tracked.spikes.processed,
         )
 
 

@@ -34,6 +34,7 @@ from exporter.exposition import ExpositionCache
 from exporter.poller import Poller, PollSettings
 from exporter.sharding import Shard
 from exporter.snapshot import Snapshot
+from exporter.spikes import SpikeRule
 from exporter.web import build_web_app
 from exporter.webconfig import WebConfigWatcher, auth_middleware
 
@@ -54,6 +55,8 @@ def poll_settings(settings: Settings) -> PollSettings:
         max_models=settings.limits_max_models,
         max_metrics_per_model=settings.limits_max_metrics_per_model,
         shard=Shard(settings.shard_index, settings.shard_count),
+        spike_rule=SpikeRule(settings.spike_metrics, settings.spike_factor, settings.spike_window),
+        state_file=settings.state_file,
     )
 
 

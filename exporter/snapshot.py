@@ -38,6 +38,9 @@ class ModelView:
     newest_step: Step | None = None
     up: bool = False
     last_success: float | None = None
+    outliers: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    nonfinite: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    steps_processed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

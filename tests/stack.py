@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.api.client import RetryPolicy
 from exporter.config import load_settings
 from exporter.service import Exporter, new_session
-from exporter.simulator import FaultInjector, SimClock, SimWorld, build_app
+from exporter.simulator import FaultInjector, Scenario, SimClock, SimWorld, build_app
 
 API_KEY = "sk-sim-5e3b9c1d7a2f4e6b8c0d"
 StepOrder = Literal["newest-first", "oldest-first"]
@@ -111,12 +111,20 @@ async def simulated_stack(
     step_order: StepOrder = "newest-first",
     api_key: str = API_KEY,
     retry: RetryPolicy | None = None,
+    scenario: Scenario | None = None,
+    world: SimWorld | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
-    sim_clock = SimClock(speed=1.0, frozen=True)
-    world = SimWorld(
-        models=models, seed=seed, clock=sim_clock, step_order=step_order, api_key=API_KEY
-    )
+    if world is None:
+        world = SimWorld(
+            models=models,
+            seed=seed,
+            clock=SimClock(speed=1.0, frozen=True),
+            step_order=step_order,
+            api_key=API_KEY,
+            scenario=scenario,
+        )
+    sim_clock = world.clock
     poll_clock = ManualClock()
     faults = FaultInjector(seed=seed)
     async with serve_app(build_app(world, faults)) as sim:
