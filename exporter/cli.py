@@ -23,7 +23,7 @@ from exporter.webconfig import WebConfigError, load_web_config
 if TYPE_CHECKING:
     from exporter.simulator import FaultInjector, Scenario
 
-COMMANDS = ("serve", "demo", "simulate", "check-config")
+COMMANDS = ("serve", "demo", "simulate", "check-config", "backfill")
 EXIT_CONFIG = 2
 log = logging.getLogger("exporter")
 
@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(demo)
     add_simulator_flags(demo, speed=10.0, models=6)
+    backfill = commands.add_parser(
+        "backfill", help="write every step of the selected models as OpenMetrics for promtool"
+    )
+    backfill.add_argument("--out", required=True, type=Path, help="OpenMetrics file to write")
+    add_setting_flags(backfill)
     simulate = commands.add_parser("simulate", help="serve only the simulated Cohere API")
     simulate.add_argument(
         "--web.listen-address",
@@ -165,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return run_demo(settings, args)
+        if args.command == "backfill":
+            return run_backfill_command(settings, args.out)
         check_config(settings)
         setup_logging(settings.log_level, settings.log_format, _secrets(settings))
         from exporter.service import serve
@@ -177,6 +184,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0
+
+
+def run_backfill_command(settings: Settings, out: Path) -> int:
+    from exporter.api.client import CohereApiError
+    from exporter.backfill_command import run_backfill
+
+    check_config(settings)
+    setup_logging(settings.log_level, settings.log_format, _secrets(settings))
+    try:
+        run_backfill(settings, out)
+    except CohereApiError as exc:
+        print(f"error: backfill stopped, {out} not written: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _command_defaults(command: str) -> dict[str, Any]:
