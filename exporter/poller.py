@@ -306,7 +306,7 @@ class Poller:
             if saved.order in ("newest-first", "oldest-first"):
                 tracked.order = saved.order  # type: ignore[assignment]
             tracked.resume_token = saved.resume_token
-            tracked.spikes.restore(saved.history)
+            tracked.spikes.restore(saved.history, saved.outliers, saved.nonfinite, saved.processed)
         return tracked
 
     def _save_state(self) -> None:
@@ -320,6 +320,9 @@ class Poller:
                     order=tracked.order,
                     resume_token=tracked.resume_token,
                     history={k: list(v) for k, v in tracked.spikes.history.items()},
+                    outliers=dict(tracked.spikes.outliers),
+                    nonfinite=dict(tracked.spikes.nonfinite),
+                    processed=tracked.spikes.processed,
                 )
         save_state(self._settings.state_file, models)
 

@@ -71,7 +71,17 @@ class SpikeTracker:
                     self.outliers[metric] += 1
             history.append(value)
 
-    def restore(self, history: Mapping[str, Iterable[float]]) -> None:
+    def restore(
+        self,
+        history: Mapping[str, Iterable[float]],
+        outliers: Mapping[str, int],
+        nonfinite: Mapping[str, int],
+        processed: int,
+    ) -> None:
+        """Continue from a saved state: the window's values and the counts so far."""
         for metric, values in history.items():
             restored = self._history(metric)
             restored.extend(v for v in values if math.isfinite(v))
+        self.outliers.update(outliers)
+        self.nonfinite.update(nonfinite)
+        self.processed = processed

@@ -26,6 +26,11 @@ class ModelState:
     order: str = "unknown"
     resume_token: str = ""
     history: dict[str, list[float]] = field(default_factory=dict)
+    # Counters continue across a restart, so that increase() sees exactly the steps judged
+    # after it and never mistakes the restart for a reset.
+    outliers: dict[str, int] = field(default_factory=dict)
+    nonfinite: dict[str, int] = field(default_factory=dict)
+    processed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +38,9 @@ class ModelState:
             "order": self.order,
             "resume_token": self.resume_token,
             "history": self.history,
+            "outliers": self.outliers,
+            "nonfinite": self.nonfinite,
+            "processed": self.processed,
         }
 
     @staticmethod
@@ -47,7 +55,16 @@ class ModelState:
             order=str(data.get("order", "unknown")),
             resume_token=str(data.get("resume_token", "")),
             history={str(k): [float(v) for v in values] for k, values in history.items()},
+            outliers=_counts(data.get("outliers", {})),
+            nonfinite=_counts(data.get("nonfinite", {})),
+            processed=int(data.get("processed", 0)),
         )
+
+
+def _counts(data: Any) -> dict[str, int]:
+    if not isinstance(data, dict):
+        raise ValueError("counts must be an object")
+    return {str(k): int(v) for k, v in data.items()}
 
 
 def load_state(path: Path) -> dict[str, ModelState]:

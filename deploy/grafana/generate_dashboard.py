@@ -5,9 +5,10 @@
     python deploy/grafana/generate_dashboard.py --check   # exit 1 if the committed file is stale
 
 The dashboard is plain Python dicts, so a review sees every query and option in one place.
-Queries use three Grafana placeholders and nothing else: `${datasource}` (only as the datasource
+Queries use four Grafana placeholders and nothing else: `${datasource}` (only as the datasource
 uid, never inside an expression), `$model` (only as `name=~"$model"` on
-`cohere_finetune_model_info`) and `$__rate_interval` (only as a range, `[$__rate_interval]`).
+`cohere_finetune_model_info`), `$__rate_interval` (only as a range, `[$__rate_interval]`) and
+`$__range` (only as a range, `[$__range]`, in instant queries: totals over the time picker).
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ def by_model(expr: str) -> str:
     (the info metric is 1), NaN and infinities included.
     """
     return f"{expr} * on (finetuned_model_id) group_left (name) {MODEL_INFO}"
+
+
+def counted_steps(counter: str, window: str) -> str:
+    """Increase of a per-step counter (one series per model and `metric`) over `window`, per
+    model name and `metric`. The exporter creates these series at 0, so a model without any
+    counted step shows 0 rather than no data."""
+    return f"sum by (name, metric) ({by_model(f'increase({counter}[{window}])')})"
+
+
+def counted_steps_per_model(counter: str, window: str) -> str:
+    """Increase of a per-step counter over `window`, all `metric`s of a model together, with
+    the labels the status table merges on (`job`, `instance`, `finetuned_model_id`, `name`)."""
+    return by_model(f"sum by (job, instance, finetuned_model_id) (increase({counter}[{window}]))")
+
+
+# Counters of every evaluated step (not only the newest one on /metrics), per model and
+# loss-like `metric`, and how panels name them.
+STEP_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("cohere_finetune_step_outliers_total", "outliers"),
+    ("cohere_finetune_step_nonfinite_total", "non-finite"),
+)
 
 
 def finite(metric: str) -> str:
@@ -215,6 +237,37 @@ def training_panels() -> list[Json]:
         ],
         field_config("percentunit", min_=0, max_=1, custom=STEP_LINES),
     )
+    counted = timeseries(
+        "Loss outliers and non-finite steps (every step)",
+        "Evaluated steps per interval whose loss-like metric was an outlier (at least "
+        "--spike.factor times the median of the --spike.window steps before) or NaN/±Inf. "
+        "The exporter judges every step, so a spike that lasted one evaluation between two "
+        "polls shows here although the Loss panel never saw it.",
+        [
+            target(
+                ref_id,
+                counted_steps(counter, "$__rate_interval"),
+                f"{MODEL_LEGEND} {{{{metric}}}} {kind}",
+            )
+            for ref_id, (counter, kind) in zip("AB", STEP_COUNTERS, strict=True)
+        ],
+        field_config(
+            "none",
+            min_=0,
+            decimals=0,
+            custom={"drawStyle": "bars", "fillOpacity": 80, "showPoints": "never"},
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* non-finite$"},
+                    "properties": [
+                        {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}
+                    ],
+                }
+            ],
+        ),
+        (GRID_WIDTH, 8),
+    )
+    counted["options"]["legend"]["calcs"] = ["max"]
     steps = timeseries(
         "Step progress",
         "Number of the newest evaluated step of each model.",
@@ -243,7 +296,7 @@ def training_panels() -> list[Json]:
     )
     age["fieldConfig"]["defaults"]["noValue"] = "No run in training"
     status = status_table()
-    return [loss, accuracy, steps, age, status]
+    return [loss, accuracy, counted, steps, age, status]
 
 
 def status_table() -> Json:
@@ -257,6 +310,10 @@ def status_table() -> Json:
         target("D", by_model("cohere_finetune_step_cross_entropy"), MODEL_LEGEND, table=True),
         target("E", f"time() - ({by_model(newest)})", MODEL_LEGEND, table=True),
         target("F", by_model("cohere_finetune_model_up"), MODEL_LEGEND, table=True),
+        *(
+            target(ref_id, counted_steps_per_model(counter, "$__range"), MODEL_LEGEND, table=True)
+            for ref_id, (counter, _) in zip("GH", STEP_COUNTERS, strict=True)
+        ),
     ]
     status_colors = {
         "STATUS_READY": "green",
@@ -285,6 +342,14 @@ def status_table() -> Json:
         override("Step", ("decimals", 0)),
         override("Cross-entropy", ("decimals", 4)),
         override("Last step age", ("unit", "s"), ("decimals", 0)),
+        override("Outliers", ("decimals", 0)),
+        override(
+            "Non-finite",
+            ("decimals", 0),
+            ("custom.cellOptions", {"type": "color-text"}),
+            ("thresholds", thresholds((None, "text"), (0.5, "red"))),
+            ("color", {"mode": "thresholds"}),
+        ),
         override(
             "Last poll",
             ("custom.cellOptions", {"type": "color-text"}),
@@ -310,6 +375,8 @@ def status_table() -> Json:
         "Value #D": "Cross-entropy",
         "Value #E": "Last step age",
         "Value #F": "Last poll",
+        "Value #G": "Outliers",
+        "Value #H": "Non-finite",
         "finetuned_model_id": "Model ID",
     }
     hidden = [
@@ -327,8 +394,9 @@ def status_table() -> Json:
         "table",
         "Model status",
         "One row per model: base model, current status, newest evaluated step, its "
-        "cross-entropy (NaN and ±Inf shown as they are), its age, and whether the last poll "
-        "of the model succeeded.",
+        "cross-entropy (NaN and ±Inf shown as they are), its age, whether the last poll "
+        "of the model succeeded, and how many evaluated steps over the dashboard's time range "
+        "were loss outliers or non-finite.",
         targets,
         field_config("none", overrides=overrides),
         {"cellHeight": "sm", "showHeader": True, "sortBy": [{"displayName": "Name"}]},

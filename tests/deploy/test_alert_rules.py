@@ -25,6 +25,8 @@ RUNBOOKS_END = "<!-- runbooks:end -->"
 REQUIRED_ALERTS = {
     "CohereFinetuneLossSpike",
     "CohereFinetuneLossNotFinite",
+    "CohereFinetuneLossOutlierStep",
+    "CohereFinetuneLossNonFiniteStep",
     "CohereFinetuneRunStalled",
     "CohereFinetuneExporterDown",
     "CohereFinetuneDataStale",
@@ -49,6 +51,12 @@ ALERT_RULES = alert_rules()
 ALERT_NAMES = [rule["alert"] for rule in ALERT_RULES]
 # Alerts about one fine-tuning run: their expression works on per-model series.
 MODEL_RULES = [rule for rule in ALERT_RULES if "finetuned_model_id" in rule["expr"]]
+# Alerts on the counters of every evaluated step: the counter is the evidence, so they fire on
+# the first increment, and they keep the loss-like metric's label.
+STEP_COUNTER_RULES = {
+    "CohereFinetuneLossOutlierStep": ("cohere_finetune_step_outliers_total", "warning"),
+    "CohereFinetuneLossNonFiniteStep": ("cohere_finetune_step_nonfinite_total", "critical"),
+}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -113,9 +121,24 @@ def test_the_model_alerts_are_recognised() -> None:
     assert {rule["alert"] for rule in MODEL_RULES} >= {
         "CohereFinetuneLossSpike",
         "CohereFinetuneLossNotFinite",
+        "CohereFinetuneLossOutlierStep",
+        "CohereFinetuneLossNonFiniteStep",
         "CohereFinetuneRunStalled",
         "CohereFinetuneDataStale",
     }
+
+
+@pytest.mark.parametrize("alert", sorted(STEP_COUNTER_RULES))
+def test_step_counter_alert_fires_on_the_first_increment(alert: str) -> None:
+    (rule,) = [rule for rule in ALERT_RULES if rule["alert"] == alert]
+    counter, severity = STEP_COUNTER_RULES[alert]
+    expr = " ".join(rule["expr"].split())
+    assert f"increase({counter}[15m]) > 0" in expr
+    assert "sum" not in expr, "the `metric` label must survive"
+    assert "without" not in expr, "the `metric` label must survive"
+    assert str(rule["for"]) == "0m"
+    assert rule["labels"]["severity"] == severity
+    assert "$labels.metric" in rule["annotations"]["description"]
 
 
 @pytest.mark.parametrize("rule", MODEL_RULES, ids=[rule["alert"] for rule in MODEL_RULES])

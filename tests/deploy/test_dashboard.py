@@ -274,7 +274,7 @@ def test_the_model_variable_is_used_only_as_a_name_matcher(board: Json) -> None:
         assert expr.count("$model") == expr.count('name=~"$model"'), (title, expr)
         assert "${" not in expr, (title, expr)
         for variable in re.findall(r"\$\w+", expr):
-            assert variable in {"$model", "$__rate_interval"}, (title, expr)
+            assert variable in {"$model", "$__rate_interval", "$__range"}, (title, expr)
 
 
 def test_rates_use_the_rate_interval(board: Json) -> None:
@@ -282,6 +282,23 @@ def test_rates_use_the_rate_interval(board: Json) -> None:
     assert rates
     for expr in rates:
         assert re.search(r"rate\(\w+(\{[^}]*\})?\[\$__rate_interval\]\)", expr), expr
+
+
+RANGE_FUNCTION = re.compile(r"\b(rate|increase)\(\w+(\{[^}]*\})?\[(?P<range>[^\]]+)\]\)")
+
+
+def test_counter_ranges_follow_the_query_kind(board: Json) -> None:
+    """Curves take `$__rate_interval`; instant totals take the time picker's `$__range`."""
+    seen = {"$__rate_interval": 0, "$__range": 0}
+    for p in data_panels(board):
+        for t in p["targets"]:
+            expr = t["expr"]
+            for match in RANGE_FUNCTION.finditer(expr):
+                expected = "$__range" if t["instant"] else "$__rate_interval"
+                assert match["range"] == expected, (p["title"], expr)
+                seen[expected] += 1
+            assert expr.count("[") == len(RANGE_FUNCTION.findall(expr)), (p["title"], expr)
+    assert all(seen.values()), seen
 
 
 def test_expected_exporter_queries(board: Json) -> None:
@@ -360,12 +377,17 @@ def test_balance_check_accepts_quoted_brackets() -> None:
     assert balance_error('x{a=~"(\\"[{"}') is None
 
 
+def substitute(expr: str) -> str:
+    """`expr` as Grafana sends it for model "All", a 4m rate interval and a 1h time range."""
+    return expr.replace("$model", ".*").replace("$__rate_interval", "4m").replace("$__range", "1h")
+
+
 def test_queries_parse_as_promql(board: Json, tmp_path: Path) -> None:
     """promtool parses every query once Grafana's placeholders are substituted."""
     rules = [
         {
             "record": f"dashboard:query_{index}",
-            "expr": expr.replace("$model", ".*").replace("$__rate_interval", "4m"),
+            "expr": substitute(expr),
         }
         for index, (_, expr) in enumerate(gen.panel_queries(board))
     ]
@@ -373,6 +395,115 @@ def test_queries_parse_as_promql(board: Json, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     done = subprocess.run(
         [promtool_path(), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- counters of every evaluated step -----------------------------------------------------
+
+STEP_PANEL = "Loss outliers and non-finite steps (every step)"
+OUTLIERS = "cohere_finetune_step_outliers_total"
+NONFINITE = "cohere_finetune_step_nonfinite_total"
+
+
+def every_step_expr(counter: str) -> str:
+    return (
+        f"sum by (name, metric) (increase({counter}[$__rate_interval])"
+        f" * on (finetuned_model_id) group_left (name) {MODEL_FILTER})"
+    )
+
+
+def test_every_step_panel_is_in_the_training_row(board: Json) -> None:
+    (found,) = [p for p in row_members(board, "Training") if p["title"] == STEP_PANEL]
+    assert found["type"] == "timeseries"
+    assert [(t["expr"], t["legendFormat"]) for t in found["targets"]] == [
+        (every_step_expr(OUTLIERS), "{{name}} {{metric}} outliers"),
+        (every_step_expr(NONFINITE), "{{name}} {{metric}} non-finite"),
+    ]
+    assert all(t["range"] and not t["instant"] for t in found["targets"])
+    assert found["fieldConfig"]["defaults"]["min"] == 0
+
+
+def test_status_table_counts_the_steps_over_the_time_range(board: Json) -> None:
+    (table,) = [p for p in data_panels(board) if p["type"] == "table"]
+    renamed = table["transformations"][1]["options"]["renameByName"]
+    by_column = {
+        renamed[f"Value #{t['refId']}"]: t["expr"]
+        for t in table["targets"]
+        if f"Value #{t['refId']}" in renamed
+    }
+    for column, counter in (("Outliers", OUTLIERS), ("Non-finite", NONFINITE)):
+        assert by_column[column] == (
+            "sum by (job, instance, finetuned_model_id) "
+            f"(increase({counter}[$__range]))"
+            f" * on (finetuned_model_id) group_left (name) {MODEL_FILTER}"
+        )
+
+
+def selector(labels: dict[str, str]) -> str:
+    """`labels` written as promtool expects a sample's labels: `{a="1", b="2"}`."""
+    return "{" + ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
+
+
+def step_counter_queries(board: Json) -> list[tuple[str, str]]:
+    return [
+        (title, expr)
+        for title, expr in gen.panel_queries(board)
+        if OUTLIERS in expr or NONFINITE in expr
+    ]
+
+
+def test_step_counter_queries_answer_at_zero_and_count(board: Json, tmp_path: Path) -> None:
+    """With the counters at 0 (as the exporter creates them) every query still returns a
+    series, valued 0; one counted step shows as 1 in the curve and in the table's total."""
+    queries = step_counter_queries(board)
+    assert len(queries) == 4
+    labels = 'job="cohere-finetune", instance="exporter:10042", finetuned_model_id="run-1"'
+    series = [
+        {
+            "series": f'cohere_finetune_model_info{{{labels}, name="support-bot"}}',
+            "values": "1x120",
+        },
+        {
+            "series": f'{OUTLIERS}{{{labels}, metric="cross_entropy"}}',
+            "values": "0x90 1x30",
+        },
+        {"series": f'{NONFINITE}{{{labels}, metric="cross_entropy"}}', "values": "0x120"},
+    ]
+    curve = {"metric": "cross_entropy", "name": "support-bot"}
+    row = {
+        "job": "cohere-finetune",
+        "instance": "exporter:10042",
+        "finetuned_model_id": "run-1",
+        "name": "support-bot",
+    }
+    tests: list[Json] = []
+    for title, expr in queries:
+        labels_of = curve if title == STEP_PANEL else row
+        outliers = OUTLIERS in expr
+        # At 60m nothing has been counted; at 91m the outlier counter has just gone 0 -> 1
+        # (inside both the 4m rate interval and the 1h range), the non-finite one has not.
+        for when, value in (("60m", 0), ("91m", 1 if outliers else 0)):
+            tests.append(
+                {
+                    "expr": substitute(expr),
+                    "eval_time": when,
+                    "exp_samples": [{"labels": selector(labels_of), "value": value}],
+                }
+            )
+    spec = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    }
+    path = tmp_path / "queries_test.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = subprocess.run(
+        [promtool_path(), "test", "rules", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

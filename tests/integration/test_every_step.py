@@ -88,7 +88,8 @@ async def test_a_restart_with_a_state_file_neither_repeats_nor_skips(
     shared.clock.advance(20)  # 120 .. 136 appear while no exporter runs, NaN at 124
     async with simulated_stack(world=shared, poll_page_size=3, state_file=state) as second:
         await second.exporter.poller.run_cycle()
-        assert counters(await second.samples(), model) == (5, 0, 1)  # exactly the five new
+        # Counting continues from the saved counts: exactly the five new steps were judged.
+        assert counters(await second.samples(), model) == (10, 1, 1)
     async with simulated_stack(world=shared, poll_page_size=3) as stateless:
         await stateless.exporter.poller.run_cycle()
         assert counters(await stateless.samples(), model) == (0, 0, 0)  # position only

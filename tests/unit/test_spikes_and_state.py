@@ -66,7 +66,11 @@ def test_remembered_history_is_not_counted_but_is_used() -> None:
 
 def test_state_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.json"
-    saved = {"m": ModelState(7, "oldest-first", "tok", {"cross_entropy": [1.0, 2.0]})}
+    saved = {
+        "m": ModelState(
+            7, "oldest-first", "tok", {"cross_entropy": [1.0, 2.0]}, {"loss": 2}, {"loss": 1}, 9
+        )
+    }
     save_state(path, saved)
     assert load_state(path) == saved
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temporary left
