@@ -2,15 +2,17 @@
 
 Model data changes only when a poll cycle ends, yet encoding 10,000 series costs hundreds of
 milliseconds; so the snapshot part is encoded (and gzipped) once per snapshot version and
-reused, and only the small live part (request counters, budget, process metrics) is encoded
-per scrape. Text bodies are the two parts back to back; OpenMetrics bodies drop the first
-part's ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows and
-every decoder used by Prometheus reads as one stream.
+reused. The small live part (request counters, budget, process metrics) is encoded at most
+once per ``live_ttl`` (one second): fresher than any scrape interval, yet a burst of scrapers
+gets the very same bytes. Text bodies are the two parts back to back; OpenMetrics bodies drop
+the first part's ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows
+and every decoder used by Prometheus reads as one stream.
 """
 
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,10 +21,20 @@ from prometheus_client.registry import CollectorRegistry
 
 GZIP_LEVEL = 6
 OPENMETRICS_EOF = b"# EOF\n"
+LIVE_TTL_SECONDS = 1.0
 
 
 @dataclass
-class _Rendered:
+class _Body:
+    """A finished body for one format and encoding, and what it was built from."""
+
+    version: int
+    rendered_at: float
+    data: bytes
+
+
+@dataclass
+class _SnapshotPart:
     """One snapshot version's encoded model part, plain and (on demand) gzipped."""
 
     version: int
@@ -37,28 +49,43 @@ class _Rendered:
 
 @dataclass
 class ExpositionCache:
-    """Builds ``/metrics`` bodies from a cached snapshot part and a fresh live part."""
+    """Builds ``/metrics`` bodies from a cached snapshot part and a briefly cached live part."""
 
     snapshot_registry: CollectorRegistry
     live_registry: CollectorRegistry
     version: Callable[[], int]
+    live_ttl: float = LIVE_TTL_SECONDS
+    clock: Callable[[], float] = time.monotonic
     renders: int = 0
-    _cache: dict[str, _Rendered] = field(default_factory=dict)
+    live_renders: int = 0
+    _parts: dict[str, _SnapshotPart] = field(default_factory=dict)
+    _bodies: dict[tuple[str, bool], _Body] = field(default_factory=dict)
 
     def body(self, accept: str, use_gzip: bool) -> tuple[bytes, str]:
         """The body and its content type for a client's ``Accept``, gzipped or not."""
         encoder, content_type = choose_encoder(accept)
-        openmetrics = content_type.startswith("application/openmetrics-text")
-        key = "openmetrics" if openmetrics else "text"
+        fmt = "openmetrics" if content_type.startswith("application/openmetrics-text") else "text"
         version = self.version()
-        cached = self._cache.get(key)
-        if cached is None or cached.version != version:
+        now = self.clock()
+        cached = self._bodies.get((fmt, use_gzip))
+        if (
+            cached is not None
+            and cached.version == version
+            and now - cached.rendered_at < self.live_ttl
+        ):
+            return cached.data, content_type
+        part = self._parts.get(fmt)
+        if part is None or part.version != version:
             plain = encoder(self.snapshot_registry)
-            if openmetrics:
+            if fmt == "openmetrics":
                 plain = plain.removesuffix(OPENMETRICS_EOF)
-            cached = self._cache[key] = _Rendered(version, plain)
+            part = self._parts[fmt] = _SnapshotPart(version, plain)
             self.renders += 1
         live = encoder(self.live_registry)
+        self.live_renders += 1
         if use_gzip:
-            return cached.gzipped() + gzip.compress(live, compresslevel=GZIP_LEVEL), content_type
-        return cached.plain + live, content_type
+            data = part.gzipped() + gzip.compress(live, compresslevel=GZIP_LEVEL)
+        else:
+            data = part.plain + live
+        self._bodies[(fmt, use_gzip)] = _Body(version, now, data)
+        return data, content_type

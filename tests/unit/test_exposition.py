@@ -22,29 +22,58 @@ def snapshot(version: int, loss: float) -> Snapshot:
     return Snapshot(models=(model,), up=True, ready=True, version=version)
 
 
-def build() -> tuple[ExpositionCache, list[Snapshot], Counter]:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def build(clock: Clock | None = None) -> tuple[ExpositionCache, list[Snapshot], Counter]:
     current = [snapshot(1, 0.5)]
     model_registry = CollectorRegistry(auto_describe=False)
     for collector in snapshot_collectors(lambda: current[0]):
         model_registry.register(collector)
     live_registry = CollectorRegistry(auto_describe=False)
     requests = Counter("cohere_finetune_api_requests", "r", ["code"], registry=live_registry)
-    cache = ExpositionCache(model_registry, live_registry, lambda: current[0].version)
+    cache = ExpositionCache(
+        model_registry, live_registry, lambda: current[0].version, clock=clock or Clock()
+    )
     return cache, current, requests
 
 
 def test_model_part_is_encoded_once_per_snapshot() -> None:
-    cache, current, requests = build()
+    clock = Clock()
+    cache, current, requests = build(clock)
     for _ in range(5):
         requests.labels("200").inc()
+        clock.now += 1.0  # each scrape a second apart: the live part is rendered each time
         cache.body("", use_gzip=False)
     assert cache.renders == 1
+    assert cache.live_renders == 5
     body, _ = cache.body("", use_gzip=False)
-    assert b'cohere_finetune_api_requests_total{code="200"} 5.0' in body  # live part is fresh
+    assert b'cohere_finetune_api_requests_total{code="200"} 5.0' in body
     current[0] = snapshot(2, 0.25)
     body, _ = cache.body("", use_gzip=False)
     assert cache.renders == 2
     assert b'cohere_finetune_step_cross_entropy{finetuned_model_id="m"} 0.25' in body
+
+
+def test_a_burst_of_scrapes_shares_one_body_for_a_second() -> None:
+    clock = Clock()
+    cache, current, requests = build(clock)
+    first, _ = cache.body("", use_gzip=False)
+    requests.labels("200").inc()
+    clock.now = 0.5
+    assert cache.body("", use_gzip=False)[0] is first  # same bytes, nothing re-rendered
+    assert cache.live_renders == 1
+    clock.now = 1.0
+    fresh, _ = cache.body("", use_gzip=False)
+    assert b'cohere_finetune_api_requests_total{code="200"} 1.0' in fresh
+    current[0] = snapshot(2, 0.25)  # a new snapshot is served at once, whatever the age
+    clock.now = 1.1
+    assert b"} 0.25" in cache.body("", use_gzip=False)[0]
 
 
 def test_text_body_parses_as_one_exposition() -> None:
