@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit integration check-config clean
+.PHONY: demo test lint typecheck unit integration bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ unit: $(BIN)/.installed
 
 integration: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/integration
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py
+
+bench-quick: $(BIN)/.installed
+	$(BIN)/python bench/run.py --quick --out /dev/null
 
 test: lint typecheck
 	$(BIN)/python -m pytest

@@ -21,14 +21,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from exporter.api.client import ApiResponseError, CohereClient
+from exporter.api.client import CohereClient
 from exporter.api.models import FinetunedModel, TrainingStepMetrics
 from exporter.collector import MODEL_LABEL, PREFIX, SKIPPED_METRICS, step_family_name
 from exporter.sharding import Shard
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = 10_000
 BACKFILLED = "Backfilled from the Cohere fine-tuning API."
 INFO_FAMILY = f"{PREFIX}_model"
 NUMBER_FAMILY = f"{PREFIX}_step_number"
@@ -91,7 +90,7 @@ async def backfill(
     histories: list[ModelHistory] = []
     skipped = 0
     for done, model in enumerate(models, start=1):
-        steps = await fetch_all_steps(client, model.id, page_size=page_size)
+        steps = await client.all_step_metrics(model.id, page_size=page_size)
         points, dropped = place_in_time(steps, max_metrics_per_model)
         if dropped:
             log.warning(
@@ -130,46 +129,10 @@ async def _select_models(
             chosen.append(model)
         return chosen
     listed: dict[str, FinetunedModel] = {}
-    for model in await list_all_models(client, page_size=page_size):
+    for model in await client.all_models(page_size=page_size):
         if model.id and shard.owns(model.id):
             listed.setdefault(model.id, model)
     return [listed[model_id] for model_id in sorted(listed)]
-
-
-async def list_all_models(client: CohereClient, *, page_size: int) -> list[FinetunedModel]:
-    """Every model of the account, following ``next_page_token`` to the end."""
-    models: list[FinetunedModel] = []
-    token = ""
-    seen: set[str] = set()
-    for _ in range(MAX_PAGES):
-        page = await client.list_models(page_size=page_size, page_token=token)
-        models.extend(page.finetuned_models)
-        token = page.next_page_token
-        if not token:
-            return models
-        if token in seen:
-            raise ApiResponseError("list_models", 200, "next_page_token repeats")
-        seen.add(token)
-    raise ApiResponseError("list_models", 200, f"more than {MAX_PAGES} pages")
-
-
-async def fetch_all_steps(
-    client: CohereClient, model_id: str, *, page_size: int
-) -> list[TrainingStepMetrics]:
-    """Every listed step of one model, whatever order the API pages them in."""
-    steps: list[TrainingStepMetrics] = []
-    token = ""
-    seen: set[str] = set()
-    for _ in range(MAX_PAGES):
-        page = await client.list_step_metrics(model_id, page_size=page_size, page_token=token)
-        steps.extend(page.step_metrics)
-        token = page.next_page_token
-        if not token:
-            return steps
-        if token in seen:
-            raise ApiResponseError("list_step_metrics", 200, "next_page_token repeats")
-        seen.add(token)
-    raise ApiResponseError("list_step_metrics", 200, f"more than {MAX_PAGES} pages")
 
 
 def place_in_time(

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Literal, TypeVar
 
 from exporter.api.client import (
+    MAX_PAGES,
     ApiResponseError,
     ApiStatusError,
     ApiTransportError,
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 StepOrder = Literal["unknown", "newest-first", "oldest-first"]
-MAX_PAGES = 10_000
 LIST_PAGE_SIZE = 100
 
 
@@ -230,28 +230,13 @@ class Poller:
             if self._settings.model_ids:
                 await self._refresh_configured()
             else:
-                self._merge_listing(await self._list_all_models())
+                self._merge_listing(await self._client.all_models(page_size=LIST_PAGE_SIZE))
         except CohereApiError as exc:
             self._report_discovery(exc)
             return exc
         self._discovered_at = self._monotonic()
         self._report_discovery(None)
         return None
-
-    async def _list_all_models(self) -> list[FinetunedModel]:
-        models: list[FinetunedModel] = []
-        token = ""
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            page = await self._client.list_models(page_size=LIST_PAGE_SIZE, page_token=token)
-            models.extend(page.finetuned_models)
-            token = page.next_page_token
-            if not token:
-                return models
-            if token in seen:
-                raise ApiResponseError("list_models", 200, "next_page_token repeats")
-            seen.add(token)
-        raise ApiResponseError("list_models", 200, f"more than {MAX_PAGES} pages")
 
     def _merge_listing(self, models: list[FinetunedModel]) -> None:
         owns = self._settings.shard.owns

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -28,6 +28,7 @@ from exporter.api.models import (
     GetFinetunedModelResponse,
     ListFinetunedModelsResponse,
     ListTrainingStepMetricsResponse,
+    TrainingStepMetrics,
 )
 
 USER_AGENT = f"cohere-finetune-exporter/{__version__}"
@@ -201,6 +202,24 @@ class CohereClient:
             "list_models", "/v1/finetuning/finetuned-models", params, ListFinetunedModelsResponse
         )
 
+    async def all_models(self, *, page_size: int = 100) -> list[FinetunedModel]:
+        """Every model of the account, following ``next_page_token`` to the end."""
+        return await collect_pages(
+            "list_models",
+            lambda token: self.list_models(page_size=page_size, page_token=token),
+            lambda page: page.finetuned_models,
+        )
+
+    async def all_step_metrics(
+        self, model_id: str, *, page_size: int = 100
+    ) -> list[TrainingStepMetrics]:
+        """Every listed step of one model, in whatever order the API pages them."""
+        return await collect_pages(
+            "list_step_metrics",
+            lambda token: self.list_step_metrics(model_id, page_size=page_size, page_token=token),
+            lambda page: page.step_metrics,
+        )
+
     async def get_model(self, model_id: str) -> FinetunedModel:
         path = f"/v1/finetuning/finetuned-models/{model_path(model_id)}"
         answer = await self._get("get_model", path, {}, GetFinetunedModelResponse)
@@ -330,6 +349,37 @@ class CohereClient:
             raise ApiResponseError(
                 endpoint, status, f"unexpected shape at {where or 'top level'}: {first['msg']}"
             ) from None
+
+
+class Paged(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+PageT = TypeVar("PageT", bound=Paged)
+ItemT = TypeVar("ItemT")
+MAX_PAGES = 10_000
+
+
+async def collect_pages(
+    endpoint: str,
+    fetch: Callable[[str], Awaitable[PageT]],
+    items: Callable[[PageT], list[ItemT]],
+) -> list[ItemT]:
+    """Follow page tokens to the last page; a token seen twice would loop forever, so it fails."""
+    collected: list[ItemT] = []
+    token = ""
+    seen: set[str] = set()
+    for _ in range(MAX_PAGES):
+        page = await fetch(token)
+        collected.extend(items(page))
+        token = page.next_page_token
+        if not token:
+            return collected
+        if token in seen:
+            raise ApiResponseError(endpoint, 200, "next_page_token repeats")
+        seen.add(token)
+    raise ApiResponseError(endpoint, 200, f"more than {MAX_PAGES} pages")
 
 
 def _safe_error_text(exc: BaseException) -> str:

@@ -8,18 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.services import wait_for
+
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 KEY = "sk-process-test-31415926535"
 
 
@@ -38,16 +37,6 @@ def fetch(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
-
-
-def wait_for(condition: Callable[[], T | None], deadline_seconds: float, what: str) -> T:
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {deadline_seconds}s waiting for {what}")
 
 
 def models_with_steps(text: str) -> set[str]:

@@ -1,0 +1,104 @@
+"""The simulator with a fixed delay before every ``/v1`` answer, and a count of connections.
+
+Builds the app with ``exporter.simulator.build_app(SimWorld(...))`` and puts a middleware in
+front of it that sleeps ``--latency-ms`` before each API request, as a distant API would, and
+records the peer address ``(host, port)`` of every API request: each distinct pair is one TCP
+connection the client opened, so the count shows whether connections are kept alive.
+``GET /bench/connections`` answers ``{"connections": N, "api_requests": M}``.
+
+The clock is frozen by default (``--speed 0``), so statuses and steps do not change while the
+benchmark runs and every poll cycle after the first one finds nothing new.
+
+    python bench/latency_simulator.py --port 18043 --models 1000 --latency-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from exporter.simulator import SimClock, SimWorld, build_app
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ConnectionStats:
+    peers: set[Any] = field(default_factory=set)
+    api_requests: int = 0
+
+
+STATS_KEY = web.AppKey("bench_connections", ConnectionStats)
+
+
+def latency_middleware(seconds: float, stats: ConnectionStats) -> Any:
+    @web.middleware
+    async def delay(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/v1" or request.path.startswith("/v1/"):
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            stats.peers.add(peer if peer is None else tuple(peer))
+            stats.api_requests += 1
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+        return await handler(request)
+
+    return delay
+
+
+async def connections(request: web.Request) -> web.Response:
+    stats = request.app[STATS_KEY]
+    return web.json_response({"connections": len(stats.peers), "api_requests": stats.api_requests})
+
+
+def build_latency_app(world: SimWorld, latency_ms: float) -> web.Application:
+    app = build_app(world)
+    stats = ConnectionStats()
+    app[STATS_KEY] = stats
+    app.middlewares.insert(0, latency_middleware(latency_ms / 1000.0, stats))
+    app.router.add_get("/bench/connections", connections)
+    return app
+
+
+async def serve(host: str, port: int, app: web.Application) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="simulated Cohere API with added latency")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--speed", type=float, default=0.0, help="simulated seconds per second; 0 freezes"
+    )
+    args = parser.parse_args(argv)
+    clock = SimClock(speed=args.speed, frozen=args.speed == 0)
+    world = SimWorld(models=args.models, seed=args.seed, clock=clock)
+    asyncio.run(serve(args.host, args.port, build_latency_app(world, args.latency_ms)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
