@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from exporter.api.budget import RequestBudget
-from exporter.api.client import CohereClient, RetryPolicy
+from exporter.api.client import CohereClient, RetryPolicy, proxy_for
 from exporter.backfill import BackfillResult, Progress, backfill
 from exporter.config import Settings
 from exporter.service import new_session
@@ -68,6 +68,7 @@ async def read_history(
             timeout=settings.cohere_timeout,
             budget=RequestBudget(settings.cohere_max_requests_per_minute),
             retry=RetryPolicy(max_retries=settings.cohere_max_retries),
+            proxy=proxy_for(settings.cohere_api_url),
         )
         return await backfill(
             client,

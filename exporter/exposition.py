@@ -30,7 +30,7 @@ class _Body:
 
     version: int
     rendered_at: float
-    data: bytes
+    parts: tuple[bytes, bytes]
 
 
 @dataclass
@@ -62,7 +62,13 @@ class ExpositionCache:
     _bodies: dict[tuple[str, bool], _Body] = field(default_factory=dict)
 
     def body(self, accept: str, use_gzip: bool) -> tuple[bytes, str]:
-        """The body and its content type for a client's ``Accept``, gzipped or not."""
+        """The whole body in one piece (for tools and tests; the server sends the parts)."""
+        parts, content_type = self.parts(accept, use_gzip)
+        return b"".join(parts), content_type
+
+    def parts(self, accept: str, use_gzip: bool) -> tuple[tuple[bytes, bytes], str]:
+        """The body as the cached model part and the live part, never joined into a copy,
+        and its content type, for a client's ``Accept``, gzipped or not."""
         encoder, content_type = choose_encoder(accept)
         fmt = "openmetrics" if content_type.startswith("application/openmetrics-text") else "text"
         version = self.version()
@@ -73,7 +79,7 @@ class ExpositionCache:
             and cached.version == version
             and now - cached.rendered_at < self.live_ttl
         ):
-            return cached.data, content_type
+            return cached.parts, content_type
         part = self._parts.get(fmt)
         if part is None or part.version != version:
             plain = encoder(self.snapshot_registry)
@@ -84,8 +90,8 @@ class ExpositionCache:
         live = encoder(self.live_registry)
         self.live_renders += 1
         if use_gzip:
-            data = part.gzipped() + gzip.compress(live, compresslevel=GZIP_LEVEL)
+            parts = (part.gzipped(), gzip.compress(live, compresslevel=GZIP_LEVEL))
         else:
-            data = part.plain + live
-        self._bodies[(fmt, use_gzip)] = _Body(version, now, data)
-        return data, content_type
+            parts = (part.plain, live)
+        self._bodies[(fmt, use_gzip)] = _Body(version, now, parts)
+        return parts, content_type

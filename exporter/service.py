@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.api.budget import RequestBudget
-from exporter.api.client import ClientObserver, CohereClient, RetryPolicy
+from exporter.api.client import ClientObserver, CohereClient, RetryPolicy, proxy_for
 from exporter.collector import PREFIX, BudgetCollector, RuntimeCollector, snapshot_collectors
 from exporter.config import ConfigError, Settings
 from exporter.exposition import ExpositionCache
@@ -114,6 +114,7 @@ class Exporter:
             observer=self.telemetry,
             budget=self.budget,
             retry=retry or RetryPolicy(max_retries=settings.cohere_max_retries),
+            proxy=proxy_for(settings.cohere_api_url),
         )
         self.poller = Poller(self.client, poll_settings(settings), monotonic=monotonic)
         for collector in snapshot_collectors(self.current_snapshot):
@@ -139,7 +140,7 @@ class Exporter:
 def new_session(settings: Settings) -> aiohttp.ClientSession:
     """One pooled session: keep-alive connections, bounded to what the poller can use."""
     connector = aiohttp.TCPConnector(limit=settings.poll_concurrency * 2, keepalive_timeout=75)
-    return aiohttp.ClientSession(connector=connector, trust_env=True, raise_for_status=False)
+    return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from exporter.exposition import ExpositionCache
 from exporter.snapshot import Snapshot
 
 SnapshotSource = Callable[[], Snapshot]
+WRITE_CHUNK_BYTES = 256 * 1024
 
 
 def wants_gzip(accept_encoding: str) -> bool:
@@ -28,14 +29,29 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def exposition(cache: ExpositionCache, accept: str, accept_encoding: str) -> web.Response:
-    """The body in the format the client asked for, gzipped when it said so."""
-    use_gzip = wants_gzip(accept_encoding)
-    body, content_type = cache.body(accept, use_gzip)
+async def exposition(request: web.Request, cache: ExpositionCache) -> web.StreamResponse:
+    """The body in the format the client asked for, gzipped when it said so.
+
+    A large body goes out in chunks, each written once the previous one has drained: handing
+    the transport the whole body would leave every slow scraper with its own copy of it.
+    """
+    use_gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
+    parts, content_type = cache.parts(request.headers.get("Accept", ""), use_gzip)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if use_gzip:
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+    length = sum(len(part) for part in parts)
+    if length <= WRITE_CHUNK_BYTES:
+        return web.Response(body=b"".join(parts), headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(part), WRITE_CHUNK_BYTES):
+            await response.write(view[start : start + WRITE_CHUNK_BYTES])
+    await response.write_eof()
+    return response
 
 
 def landing_page(snapshot: Snapshot, telemetry_path: str) -> str:
@@ -74,12 +90,8 @@ def build_web_app(
     telemetry_path: str = "/metrics",
     middlewares: tuple[Middleware, ...] = (),
 ) -> web.Application:
-    async def metrics(request: web.Request) -> web.Response:
-        return exposition(
-            cache,
-            request.headers.get("Accept", ""),
-            request.headers.get("Accept-Encoding", ""),
-        )
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return await exposition(request, cache)
 
     async def index(request: web.Request) -> web.Response:
         page = landing_page(snapshot_source(), telemetry_path)

@@ -12,6 +12,7 @@ import email.utils
 import json
 import random
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -61,6 +62,18 @@ class ClientObserver:
 
     def retrying(self, endpoint: str, reason: str, delay: float) -> None:
         """Called before a retry, with why and how long it waits first."""
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY and NO_PROXY choose for ``url``, decided once at start-up.
+
+    aiohttp's ``trust_env`` would decide it again on every request, off the event loop.
+    """
+    proxies = urllib.request.getproxies_environment()
+    target = URL(url)
+    if target.host and urllib.request.proxy_bypass(target.host):
+        return None
+    return proxies.get(target.scheme)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -164,6 +177,7 @@ class CohereClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -178,6 +192,7 @@ class CohereClient:
         self._wall = wall_clock
         self._random = rng or random.Random()
         self._rate_limit_streak = 0
+        self._proxy = proxy
 
     def __repr__(self) -> str:
         return f"CohereClient(base_url={self._base!r}, client_name={self._client_name!r})"
@@ -297,7 +312,11 @@ class CohereClient:
     async def _fetch(self, endpoint: str, url: URL) -> tuple[int, str, bytes, str | None]:
         try:
             async with self._session.get(
-                url, headers=self._headers(), timeout=self._timeout, allow_redirects=False
+                url,
+                headers=self._headers(),
+                timeout=self._timeout,
+                allow_redirects=False,
+                proxy=self._proxy,
             ) as response:
                 body = await self._read_capped(endpoint, response)
                 return (

@@ -23,6 +23,7 @@ from exporter.api.client import (
     CohereClient,
     RetryPolicy,
     model_path,
+    proxy_for,
 )
 from exporter.api.models import parse_timestamp
 from exporter.poller import newest_of
@@ -308,3 +309,23 @@ async def test_encoded_id_reaches_one_path(client: CohereClient, mock_api: aiore
 def test_repr_hides_key(client: CohereClient) -> None:
     assert KEY not in repr(client)
     assert KEY not in str(vars(client).get("_api_key"))
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "proxy"),
+    [
+        ({}, "https://api.cohere.com", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.cohere.com", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://sim:10043", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "sim"}, "http://sim:10043", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "other"}, "http://sim:10043", "http://p:1"),
+    ],
+)
+def test_proxy_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == proxy
