@@ -133,6 +133,7 @@ class Poller:
         self._auth_failures = 0
         self._auth_retry_at: float | None = None
         self.dropped: Counter[str] = Counter()
+        self._state_problem: str | None = None
         self._saved: dict[str, ModelState] = (
             load_state(settings.state_file) if settings.state_file is not None else {}
         )
@@ -309,7 +310,13 @@ class Poller:
                     nonfinite=dict(tracked.spikes.nonfinite),
                     processed=tracked.spikes.processed,
                 )
-        save_state(self._settings.state_file, models)
+        problem = save_state(self._settings.state_file, models)
+        if problem != self._state_problem:
+            if problem is None:
+                log.info("the state file is written again")
+            else:
+                log.warning("cannot write the state file", extra={"error": problem})
+            self._state_problem = problem
 
     def _update_model(self, model_id: str, model: FinetunedModel) -> None:
         tracked = self._tracked.get(model_id)

@@ -88,8 +88,9 @@ def load_state(path: Path) -> dict[str, ModelState]:
         return {}
 
 
-def save_state(path: Path, models: dict[str, ModelState]) -> None:
-    """Replace the file atomically; a failure is logged, never raised into the poll loop."""
+def save_state(path: Path, models: dict[str, ModelState]) -> str | None:
+    """Replace the file atomically. A failure is returned (for the caller to log once per
+    change), never raised into the poll loop."""
     payload = {"version": FORMAT_VERSION, "models": {k: v.to_json() for k, v in models.items()}}
     temporary: str | None = None
     try:
@@ -103,6 +104,7 @@ def save_state(path: Path, models: dict[str, ModelState]) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as exc:
-        log.warning("cannot write the state file", extra={"path": str(path), "error": str(exc)})
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None

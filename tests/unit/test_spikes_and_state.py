@@ -91,3 +91,11 @@ def test_broken_state_is_ignored_with_a_warning(
     with caplog.at_level(logging.WARNING):
         assert load_state(path) == {}
     assert "state file" in caplog.text
+
+
+def test_an_unwritable_state_file_is_reported_not_raised(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    problem = save_state(blocker / "state.json", {"m": ModelState(1)})
+    assert problem is not None
+    assert "NotADirectoryError" in problem or "FileExistsError" in problem
