@@ -61,6 +61,18 @@ class ExpositionCache:
     _parts: dict[str, _SnapshotPart] = field(default_factory=dict)
     _bodies: dict[tuple[str, bool], _Body] = field(default_factory=dict)
 
+    def prepare(self, snapshot_registry: CollectorRegistry, version: int) -> None:
+        """Encode a snapshot's text part (plain and gzip) ahead of its first scrape.
+
+        Runs in a worker thread before the poller swaps the snapshot in, so that neither a
+        scrape nor the event loop pays for encoding thousands of series.
+        """
+        encoder, _ = choose_encoder("")
+        part = _SnapshotPart(version, encoder(snapshot_registry))
+        part.gzipped()
+        self._parts["text"] = part  # one assignment: a scrape sees the old part or the new
+        self.renders += 1
+
     def body(self, accept: str, use_gzip: bool) -> tuple[bytes, str]:
         """The whole body in one piece (for tools and tests; the server sends the parts)."""
         parts, content_type = self.parts(accept, use_gzip)

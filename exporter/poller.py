@@ -119,13 +119,13 @@ class Poller:
         *,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        on_snapshot: Callable[[Snapshot], None] | None = None,
+        before_publish: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._wall = wall_clock
         self._monotonic = monotonic
-        self._on_snapshot = on_snapshot
+        self._before_publish = before_publish
         self._tracked: dict[str, Tracked] = {}
         self._discovered_at: float | None = None
         self._discovery_problem: str | None = None
@@ -160,7 +160,7 @@ class Poller:
         """One cycle: maybe discover, fetch what is due, publish the snapshot."""
         started = self._monotonic()
         if self._auth_retry_at is not None and started < self._auth_retry_at:
-            return self._publish(self._monotonic() - started)  # rejected key: ask again later
+            return await self._publish(self._monotonic() - started)  # rejected key: wait
         outcomes: list[CohereApiError | None] = []
         if self._discovery_due(started):
             outcomes.append(await self._discover())
@@ -169,14 +169,15 @@ class Poller:
         self._up = self._judge_up(outcomes)
         self._schedule_auth_retry(outcomes)
         self._save_state()
-        return self._publish(self._monotonic() - started)
+        return await self._publish(self._monotonic() - started)
 
-    def _publish(self, duration: float) -> Snapshot:
+    async def _publish(self, duration: float) -> Snapshot:
+        """Build the cycle's snapshot, let ``before_publish`` prepare for it, then swap it in."""
         self.cycles += 1
         snapshot = self._build_snapshot(duration)
+        if self._before_publish is not None:
+            await self._before_publish(snapshot)
         self.snapshot = snapshot
-        if self._on_snapshot is not None:
-            self._on_snapshot(snapshot)
         return snapshot
 
     def _schedule_auth_retry(self, outcomes: list[CohereApiError | None]) -> None:

@@ -116,7 +116,12 @@ class Exporter:
             retry=retry or RetryPolicy(max_retries=settings.cohere_max_retries),
             proxy=proxy_for(settings.cohere_api_url),
         )
-        self.poller = Poller(self.client, poll_settings(settings), monotonic=monotonic)
+        self.poller = Poller(
+            self.client,
+            poll_settings(settings),
+            monotonic=monotonic,
+            before_publish=self._prepare_exposition,
+        )
         for collector in snapshot_collectors(self.current_snapshot):
             self.registry.register(collector)
         self.live_registry.register(BudgetCollector(self.budget))
@@ -135,6 +140,13 @@ class Exporter:
 
     def current_snapshot(self) -> Snapshot:
         return self.poller.snapshot
+
+    async def _prepare_exposition(self, snapshot: Snapshot) -> None:
+        """Encode the next snapshot off the event loop, before it becomes the current one."""
+        registry = CollectorRegistry(auto_describe=False)
+        for collector in snapshot_collectors(lambda: snapshot):
+            registry.register(collector)
+        await asyncio.to_thread(self.exposition.prepare, registry, snapshot.version)
 
 
 def new_session(settings: Settings) -> aiohttp.ClientSession:

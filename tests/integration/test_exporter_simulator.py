@@ -275,3 +275,16 @@ async def test_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
         wrong = {"Authorization": aiohttp.encode_basic_auth("prometheus", "guess")}
         async with stack.http.get(stack.exporter_url + "/metrics", headers=wrong) as answer:
             assert answer.status == 401
+
+
+async def test_scrapes_serve_the_encoding_prepared_before_publication() -> None:
+    async with simulated_stack(models=5) as stack:
+        await stack.exporter.poller.run_cycle()
+        assert stack.exporter.exposition.renders == 1  # encoded once, off the event loop
+        for _ in range(3):
+            assert (await stack.scrape()).status == 200
+            assert (await stack.scrape(**{"Accept-Encoding": "gzip"})).status == 200
+        assert stack.exporter.exposition.renders == 1  # no scrape encoded model data again
+        stack.poll_clock.advance(60)
+        await stack.exporter.poller.run_cycle()
+        assert stack.exporter.exposition.renders == 2
