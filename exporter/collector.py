@@ -42,7 +42,7 @@ KNOWN_STATUSES = (
 )
 # Cohere metric names that would clash with a fixed family or with a suffix that Prometheus
 # and OpenMetrics reserve for counters, histograms and info metrics get "_value" appended.
-_RESERVED_NAMES = frozenset({"number", "timestamp_seconds"})
+_RESERVED_NAMES = frozenset({"number", "timestamp_seconds", "outliers", "nonfinite"})
 _RESERVED_SUFFIXES = (
     "_total",
     "_created",

@@ -96,6 +96,8 @@ def test_non_finite_values_pass_through() -> None:
         ("f1-score", "cohere_finetune_step_f1_score"),
         ("number", "cohere_finetune_step_number_value"),
         ("timestamp_seconds", "cohere_finetune_step_timestamp_seconds_value"),
+        ("outliers", "cohere_finetune_step_outliers_value"),  # the every-step counters' names
+        ("nonfinite", "cohere_finetune_step_nonfinite_value"),
         ("tokens_total", "cohere_finetune_step_tokens_total_value"),
         ("ßcore", "cohere_finetune_step__core"),
         ("2nd", "cohere_finetune_step_2nd"),
