@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample, Timestamp
 from pydantic import SecretStr
 
-from exporter.api.client import ApiResponseError, ApiStatusError, CohereClient, collect_pages
+from exporter.api.client import ApiResponseError, ApiStatusError, CohereClient
 from exporter.api.models import (
     FinetunedModel,
     ListFinetunedModelsResponse,
@@ -98,21 +98,9 @@ class FakeClient:
         steps, token = self.pages[model_id][page_token]
         return ListTrainingStepMetricsResponse(step_metrics=steps, next_page_token=token)
 
-    async def all_models(self, *, page_size: int = 100) -> list[FinetunedModel]:
-        return await collect_pages(
-            "list_models",
-            lambda token: self.list_models(page_size=page_size, page_token=token),
-            lambda page: page.finetuned_models,
-        )
-
-    async def all_step_metrics(
-        self, model_id: str, *, page_size: int = 100
-    ) -> list[TrainingStepMetrics]:
-        return await collect_pages(
-            "list_step_metrics",
-            lambda token: self.list_step_metrics(model_id, page_size=page_size, page_token=token),
-            lambda page: page.step_metrics,
-        )
+    # The real paging, run over the fixed pages above.
+    all_models = CohereClient.all_models
+    all_step_metrics = CohereClient.all_step_metrics
 
     def client(self) -> CohereClient:
         return cast(CohereClient, self)
