@@ -36,7 +36,9 @@ class RequestBudget:
         self._lock = asyncio.Lock()
 
     def _forget_old(self, now: float) -> None:
-        while self._starts and now - self._starts[0] >= WINDOW_SECONDS:
+        # ``start + WINDOW <= now``, the very sum ``acquire`` waits for: written as
+        # ``now - start >= WINDOW`` it can round the other way and admit one request early.
+        while self._starts and self._starts[0] + WINDOW_SECONDS <= now:
             self._starts.popleft()
 
     @property
