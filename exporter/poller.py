@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -89,15 +89,6 @@ def page_order(steps: Sequence[TrainingStepMetrics]) -> StepOrder:
     return "newest-first" if steps[0].step_number > steps[-1].step_number else "oldest-first"
 
 
-def newest_of(steps: Iterable[TrainingStepMetrics]) -> TrainingStepMetrics | None:
-    """The step with the highest number; ties go to the later ``created_at``."""
-    return max(
-        steps,
-        key=lambda s: (s.step_number, s.created_at if s.created_at is not None else -math.inf),
-        default=None,
-    )
-
-
 def _step_key(step: TrainingStepMetrics) -> tuple[int, float]:
     return step.step_number, step.created_at if step.created_at is not None else -math.inf
 
@@ -138,7 +129,6 @@ class Poller:
             load_state(settings.state_file) if settings.state_file is not None else {}
         )
         self.snapshot: Snapshot = EMPTY
-        self.cycles = 0
 
     # ----------------------------------------------------------------- schedule
 
@@ -173,7 +163,6 @@ class Poller:
 
     async def _publish(self, duration: float) -> Snapshot:
         """Build the cycle's snapshot, let ``before_publish`` prepare for it, then swap it in."""
-        self.cycles += 1
         snapshot = self._build_snapshot(duration)
         if self._before_publish is not None:
             await self._before_publish(snapshot)
@@ -510,4 +499,4 @@ def describe(exc: CohereApiError) -> str:
     return str(exc)
 
 
-__all__ = ["PollSettings", "Poller", "Tracked", "newest_of", "page_order"]
+__all__ = ["PollSettings", "Poller", "Tracked", "page_order"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -49,7 +49,6 @@ class Stack:
     http: aiohttp.ClientSession
     faults: FaultInjector
     sim_runner: web.AppRunner
-    extra: dict[str, Any] = field(default_factory=dict)
 
     async def stop_simulator(self) -> None:
         """Close the simulated API's socket: later connections are refused."""

@@ -404,9 +404,3 @@ async def collect_pages(
 def _safe_error_text(exc: BaseException) -> str:
     """aiohttp's messages name host and port at most; keep them short and on one line."""
     return " ".join(str(exc).split())[:MAX_MESSAGE_CHARS]
-
-
-async def close_quietly(session: aiohttp.ClientSession) -> None:
-    """Close a session and give its connections a tick to shut, as aiohttp recommends."""
-    await session.close()
-    await asyncio.sleep(0)

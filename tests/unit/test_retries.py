@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -68,10 +69,11 @@ class Harness:
     seen: Recorder
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def built(per_minute: int, retry: RetryPolicy) -> AsyncIterator[Harness]:
+    """A client whose sleeps, budget and clocks all run on one FakeTime."""
     fake = FakeTime()
-    budget = RequestBudget(100, clock=fake.monotonic, sleep=fake.sleep)
+    budget = RequestBudget(per_minute, clock=fake.monotonic, sleep=fake.sleep)
     seen = Recorder(fake)
     async with aiohttp.ClientSession() as session:
         client = CohereClient(
@@ -80,12 +82,18 @@ async def harness() -> AsyncIterator[Harness]:
             api_key=SecretStr("k"),
             observer=seen,
             budget=budget,
-            retry=RetryPolicy(max_retries=2, base_delay=1.0, max_delay=20.0),
+            retry=retry,
             sleep=fake.sleep,
             wall_clock=fake.wall,
             rng=random.Random(4),
         )
         yield Harness(client, fake, budget, seen)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async with built(100, RetryPolicy(max_retries=2, base_delay=1.0, max_delay=20.0)) as made:
+        yield made
 
 
 async def test_5xx_is_retried_then_succeeds(harness: Harness, mock_api: aioresponses) -> None:
@@ -219,25 +227,14 @@ async def test_budget_spaces_requests_within_a_minute() -> None:
 
 
 async def test_no_retry_storm_exceeds_the_budget(mock_api: aioresponses) -> None:
-    fake = FakeTime()
-    budget = RequestBudget(5, clock=fake.monotonic, sleep=fake.sleep)
-    seen = Recorder(fake)
     for _ in range(40):
         mock_api.get(STEPS, status=503, body="")
-    async with aiohttp.ClientSession() as session:
-        client = CohereClient(
-            session,
-            base_url="http://api.test",
-            api_key=SecretStr("k"),
-            observer=seen,
-            budget=budget,
-            retry=RetryPolicy(max_retries=9, base_delay=0.001, max_delay=0.001),
-            sleep=fake.sleep,
-            rng=random.Random(7),
-        )
+    storm = RetryPolicy(max_retries=9, base_delay=0.001, max_delay=0.001)
+    async with built(5, storm) as made:
         for _ in range(4):
             with pytest.raises(ApiStatusError):
-                await client.list_step_metrics("m")
+                await made.client.list_step_metrics("m")
+    seen = made.seen
     times = [t for t, _ in seen.requests]
     assert len(times) == 40
     for start in times:
