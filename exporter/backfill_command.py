@@ -14,12 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from exporter.api.budget import RequestBudget
-from exporter.api.client import CohereClient, RetryPolicy, proxy_for
-from exporter.backfill import BackfillResult, Progress, backfill
-from exporter.config import Settings
+from exporter import providers
+from exporter.backfill import BackfillResult, Progress, Source, backfill
 from exporter.service import new_session
-from exporter.sharding import Shard
+from exporter.settings import Settings
 
 BAR_WIDTH = 30
 
@@ -58,23 +56,18 @@ def run_backfill(settings: Settings, out: Path, stream: TextIO = sys.stderr) -> 
 async def read_history(
     settings: Settings, handle: TextIO, progress: Progress | None
 ) -> BackfillResult:
-    """Read through the same budgeted, retrying client as ``serve``."""
+    """Read through the same budgeted, retrying clients and the same discovery as ``serve``."""
     async with new_session(settings) as session:
-        client = CohereClient(
-            session,
-            base_url=settings.cohere_api_url,
-            api_key=settings.cohere_api_key,
-            client_name=settings.cohere_client_name,
-            timeout=settings.cohere_timeout,
-            budget=RequestBudget(settings.cohere_max_requests_per_minute),
-            retry=RetryPolicy(max_retries=settings.cohere_max_retries),
-            proxy=proxy_for(settings.cohere_api_url),
-        )
+        sources: list[Source] = []
+        for name in providers.NAMES:
+            http = providers.json_client(
+                settings, name, session, budget=providers.budget_for(settings, name)
+            )
+            provider = providers.provider_for(settings, name, http)
+            sources.append((provider, providers.discovery_for(settings, name, provider)))
         return await backfill(
-            client,
+            sources,
             handle,
-            model_ids=settings.cohere_models,
-            shard=Shard(settings.shard_index, settings.shard_count),
             max_metrics_per_model=settings.limits_max_metrics_per_model,
             progress=progress,
         )

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
-from exporter.config import ENV_PREFIX, ConfigError, Settings, load_settings, setting_names
 from exporter.logs import setup_logging
+from exporter.settings import ConfigError, Settings, load_settings, spelling
 from exporter.webconfig import WebConfigError, load_web_config
 
 if TYPE_CHECKING:
@@ -30,21 +30,16 @@ log = logging.getLogger("exporter")
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        flag = extra.get("flag")
-        if not flag:
+        spelled = spelling(name)
+        if not spelled.flag:
             continue
-        env = f"{ENV_PREFIX}{name.upper()}"
-        env_names = extra.get("env")
-        if isinstance(env_names, list) and env_names:
-            env = ", ".join([env, *map(str, env_names)])
         default = field.default if field.default not in (None, ()) else "unset"
         parser.add_argument(
-            str(flag),
+            spelled.flag,
             dest=name,
             default=argparse.SUPPRESS,
             metavar=name.rsplit("_", 1)[-1].upper(),
-            help=f"{field.description} (default: {default}; env: {env})",
+            help=f"{field.description} (default: {default}; env: {', '.join(spelled.env)})",
         )
 
 
@@ -119,17 +114,18 @@ def setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render_settings(settings: Settings) -> str:
-    """Effective settings, one per line, with the key shown only as set or unset."""
+    """Effective settings, one per line, with secrets shown only as set or unset."""
     lines = []
     for name in Settings.model_fields:
+        spelled = spelling(name)
         value: Any = getattr(settings, name)
-        if name == "cohere_api_key":
+        if spelled.secret:
             value = "<set, hidden>" if value is not None else "<unset>"
         elif isinstance(value, tuple):
-            value = ",".join(value) or "<all models of the account>"
+            value = ",".join(value) or "<all of the account>"
         elif value is None:
             value = "<unset>"
-        lines.append(f"{setting_names(name)} = {value}")
+        lines.append(f"{spelled} = {value}")
     return "\n".join(lines)
 
 
@@ -146,11 +142,6 @@ def check_config(settings: Settings) -> None:
         problems.append(str(exc))
     if problems:
         raise ConfigError(problems)
-
-
-def _secrets(settings: Settings) -> list[str]:
-    key = settings.cohere_api_key
-    return [key.get_secret_value()] if key is not None else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backfill":
             return run_backfill_command(settings, args.out)
         check_config(settings)
-        setup_logging(settings.log_level, settings.log_format, _secrets(settings))
+        setup_logging(settings.log_level, settings.log_format, settings.secrets())
         from exporter.service import serve
 
         asyncio.run(serve(settings))
@@ -182,19 +173,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    except WebConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0
 
 
 def run_backfill_command(settings: Settings, out: Path) -> int:
-    from exporter.api.client import CohereApiError
     from exporter.backfill_command import run_backfill
+    from exporter.upstream.errors import ApiError
 
     check_config(settings)
-    setup_logging(settings.log_level, settings.log_format, _secrets(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secrets())
     try:
         run_backfill(settings, out)
-    except CohereApiError as exc:
+    except ApiError as exc:
         print(f"error: backfill stopped, {out} not written: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -214,6 +208,7 @@ def _command_defaults(command: str) -> dict[str, Any]:
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.demo import demo
 
+    load_web_config(settings.web_config_file)  # refused before anything starts
     setup_logging(settings.log_level, settings.log_format)
     asyncio.run(
         demo(
@@ -264,8 +259,8 @@ def simulator_key(args: argparse.Namespace) -> str | None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from exporter.config import parse_listen_address
     from exporter.service import serve_until_stopped
+    from exporter.settings import parse_listen_address
     from exporter.simulator import SimClock, SimWorld, run_simulator
 
     try:

@@ -14,8 +14,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter.config import Settings
 from exporter.service import serve
+from exporter.settings import Settings
 from exporter.simulator import FaultInjector, Scenario, SimClock, SimWorld, build_app
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,16 @@
-"""``/metrics`` bodies rendered once per snapshot, not once per scrape.
+"""``/metrics`` bodies encoded once per snapshot, in every format, before a scrape asks.
 
-Model data changes only when a poll cycle ends, yet encoding 10,000 series costs hundreds of
-milliseconds; so the snapshot part is encoded (and gzipped) once per snapshot version and
-reused. The small live part (request counters, budget, process metrics) is encoded at most
-once per ``live_ttl`` (one second): fresher than any scrape interval, yet a burst of scrapers
-gets the very same bytes. Text bodies are the two parts back to back; OpenMetrics bodies drop
-the first part's ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows
-and every decoder used by Prometheus reads as one stream.
+Run data changes only when a snapshot is published, yet encoding 10,000 runs costs hundreds of
+milliseconds; so publishing encodes the snapshot part in both formats Prometheus asks for
+(text and OpenMetrics, each plain and gzipped) in a worker thread, and a scrape is a lookup.
+Every name the exporter writes is a legal classic Prometheus name, so the ``escaping`` that an
+``Accept`` header may ask for never changes the bytes: the cache key is the format alone.
+
+The small live part (request counters, budget, process metrics) is encoded at most once per
+``live_ttl`` (one second): fresher than any scrape interval, yet a burst of scrapers gets the
+same bytes. Text bodies are the two parts back to back; OpenMetrics bodies drop the first
+part's ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows and
+every decoder used by Prometheus reads as one stream.
 """
 
 from __future__ import annotations
@@ -15,62 +19,91 @@ import gzip
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.collectors import registry_for
+from exporter.core.snapshot import Snapshot
+
+#: What Prometheus 3 sends by default: OpenMetrics first, so this is the format to have ready.
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
 GZIP_LEVEL = 6
 OPENMETRICS_EOF = b"# EOF\n"
 LIVE_TTL_SECONDS = 1.0
+Format = Literal["text", "openmetrics"]
+FORMATS: tuple[Format, ...] = ("text", "openmetrics")
+
+
+def openmetrics_bytes(registry: CollectorRegistry) -> bytes:
+    encoded: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+    return encoded
+
+
+@dataclass(frozen=True)
+class EncodedSnapshot:
+    """One snapshot's run part in every format and encoding a scrape may ask for."""
+
+    version: int
+    bodies: dict[tuple[Format, bool], bytes]
+
+    @staticmethod
+    def of(snapshot: Snapshot) -> EncodedSnapshot:
+        registry = registry_for(snapshot)
+        plain = {
+            "text": generate_latest(registry),
+            "openmetrics": openmetrics_bytes(registry).removesuffix(OPENMETRICS_EOF),
+        }
+        bodies: dict[tuple[Format, bool], bytes] = {}
+        for fmt in FORMATS:
+            bodies[(fmt, False)] = plain[fmt]
+            bodies[(fmt, True)] = gzip.compress(plain[fmt], compresslevel=GZIP_LEVEL)
+        return EncodedSnapshot(snapshot.version, bodies)
 
 
 @dataclass
-class _Body:
-    """A finished body for one format and encoding, and what it was built from."""
+class _Live:
+    """The live part as last encoded for one format and encoding."""
 
     version: int
     rendered_at: float
     parts: tuple[bytes, bytes]
 
 
-@dataclass
-class _SnapshotPart:
-    """One snapshot version's encoded model part, plain and (on demand) gzipped."""
-
-    version: int
-    plain: bytes
-    zipped: bytes | None = None
-
-    def gzipped(self) -> bytes:
-        if self.zipped is None:
-            self.zipped = gzip.compress(self.plain, compresslevel=GZIP_LEVEL)
-        return self.zipped
+def negotiate(accept: str) -> tuple[Format, str, Callable[[CollectorRegistry], bytes]]:
+    """The format, content type and live-part encoder for a client's ``Accept``."""
+    encoder, content_type = choose_encoder(accept)
+    fmt: Format = (
+        "openmetrics" if content_type.startswith("application/openmetrics-text") else "text"
+    )
+    return fmt, content_type, encoder
 
 
 @dataclass
 class ExpositionCache:
-    """Builds ``/metrics`` bodies from a cached snapshot part and a briefly cached live part."""
+    """Serves ``/metrics`` from the prepared snapshot part plus a briefly cached live part."""
 
-    snapshot_registry: CollectorRegistry
     live_registry: CollectorRegistry
-    version: Callable[[], int]
     live_ttl: float = LIVE_TTL_SECONDS
     clock: Callable[[], float] = time.monotonic
     renders: int = 0
     live_renders: int = 0
-    _parts: dict[str, _SnapshotPart] = field(default_factory=dict)
-    _bodies: dict[tuple[str, bool], _Body] = field(default_factory=dict)
+    _encoded: EncodedSnapshot = field(default_factory=lambda: EncodedSnapshot.of(Snapshot()))
+    _live: dict[tuple[Format, bool], _Live] = field(default_factory=dict)
 
-    def prepare(self, snapshot_registry: CollectorRegistry, version: int) -> None:
-        """Encode a snapshot's text part (plain and gzip) ahead of its first scrape.
-
-        Runs in a worker thread before the poller swaps the snapshot in, so that neither a
-        scrape nor the event loop pays for encoding thousands of series.
+    def prepare(self, snapshot: Snapshot) -> None:
+        """Encode ``snapshot`` in every format; runs in a worker thread before the snapshot is
+        published, so neither a scrape nor the event loop pays for encoding thousands of runs.
         """
-        encoder, _ = choose_encoder("")
-        part = _SnapshotPart(version, encoder(snapshot_registry))
-        part.gzipped()
-        self._parts["text"] = part  # one assignment: a scrape sees the old part or the new
+        encoded = EncodedSnapshot.of(snapshot)
+        self._encoded = encoded  # one assignment: a scrape sees the old part or the new
         self.renders += 1
 
     def body(self, accept: str, use_gzip: bool) -> tuple[bytes, str]:
@@ -79,31 +112,22 @@ class ExpositionCache:
         return b"".join(parts), content_type
 
     def parts(self, accept: str, use_gzip: bool) -> tuple[tuple[bytes, bytes], str]:
-        """The body as the cached model part and the live part, never joined into a copy,
+        """The body as the prepared run part and the live part, never joined into a copy,
         and its content type, for a client's ``Accept``, gzipped or not."""
-        encoder, content_type = choose_encoder(accept)
-        fmt = "openmetrics" if content_type.startswith("application/openmetrics-text") else "text"
-        version = self.version()
+        fmt, content_type, encoder = negotiate(accept)
+        encoded = self._encoded
         now = self.clock()
-        cached = self._bodies.get((fmt, use_gzip))
+        cached = self._live.get((fmt, use_gzip))
         if (
             cached is not None
-            and cached.version == version
+            and cached.version == encoded.version
             and now - cached.rendered_at < self.live_ttl
         ):
             return cached.parts, content_type
-        part = self._parts.get(fmt)
-        if part is None or part.version != version:
-            plain = encoder(self.snapshot_registry)
-            if fmt == "openmetrics":
-                plain = plain.removesuffix(OPENMETRICS_EOF)
-            part = self._parts[fmt] = _SnapshotPart(version, plain)
-            self.renders += 1
         live = encoder(self.live_registry)
         self.live_renders += 1
         if use_gzip:
-            parts = (part.gzipped(), gzip.compress(live, compresslevel=GZIP_LEVEL))
-        else:
-            parts = (part.plain, live)
-        self._bodies[(fmt, use_gzip)] = _Body(version, now, parts)
+            live = gzip.compress(live, compresslevel=GZIP_LEVEL)
+        parts = (encoded.bodies[(fmt, use_gzip)], live)
+        self._live[(fmt, use_gzip)] = _Live(encoded.version, now, parts)
         return parts, content_type

@@ -1,7 +1,7 @@
-"""Wiring of one exporter instance: settings → client → poller → registry → web app.
+"""Wiring of one exporter instance: settings → provider clients → pollers → hub → web app.
 
 ``Exporter`` owns no event loop and binds no socket, so tests can build one against a
-simulator and drive ``run_cycle`` directly; ``serve`` adds the socket, the poll task and the
+simulator and drive ``run_cycle`` directly; ``serve`` adds the socket, the poll tasks and the
 signal handling for the real process.
 """
 
@@ -17,75 +17,28 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import (
-    Counter,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
-from prometheus_client.registry import CollectorRegistry
 
-from exporter.api.budget import RequestBudget
-from exporter.api.client import ClientObserver, CohereClient, RetryPolicy, proxy_for
-from exporter.collector import PREFIX, BudgetCollector, RuntimeCollector, snapshot_collectors
-from exporter.config import ConfigError, Settings
+from exporter import providers
+from exporter.core.hub import SnapshotHub
+from exporter.core.poller import Poller
+from exporter.core.problems import ProblemLog
+from exporter.core.runbook import RunBook
+from exporter.core.snapshot import Snapshot
+from exporter.core.spikes import SpikeRule
+from exporter.core.state import StateStore
 from exporter.exposition import ExpositionCache
-from exporter.poller import Poller, PollSettings
-from exporter.sharding import Shard
-from exporter.snapshot import Snapshot
-from exporter.spikes import SpikeRule
-from exporter.web import build_web_app
+from exporter.settings import ConfigError, Settings
+from exporter.telemetry import live_registry
+from exporter.upstream.client import RetryPolicy
+from exporter.web.app import build_web_app
 from exporter.webconfig import WebConfigWatcher, auth_middleware
 
 log = logging.getLogger(__name__)
 WEB_CONFIG_RELOAD_SECONDS = 5.0
-# ``*_created`` series double the counter lines and no dashboard or rule here reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
-
-def poll_settings(settings: Settings) -> PollSettings:
-    return PollSettings(
-        interval=settings.poll_interval,
-        concurrency=settings.poll_concurrency,
-        discovery_interval=settings.poll_discovery_interval,
-        final_refresh_interval=settings.poll_final_refresh_interval,
-        page_size=settings.poll_page_size,
-        model_ids=settings.cohere_models,
-        max_models=settings.limits_max_models,
-        max_metrics_per_model=settings.limits_max_metrics_per_model,
-        shard=Shard(settings.shard_index, settings.shard_count),
-        spike_rule=SpikeRule(settings.spike_metrics, settings.spike_factor, settings.spike_window),
-        state_file=settings.state_file,
-    )
-
-
-class ApiTelemetry(ClientObserver):
-    """Counts every HTTP attempt and every retry of the API client."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            f"{PREFIX}_api_requests",
-            "Requests sent to the Cohere API, by endpoint and HTTP status (or transport error).",
-            ["endpoint", "code"],
-            registry=registry,
-        )
-        self.retries = Counter(
-            f"{PREFIX}_api_retries",
-            "Retries of API requests, by endpoint and reason (status or transport error).",
-            ["endpoint", "reason"],
-            registry=registry,
-        )
-
-    def request_done(self, endpoint: str, code: str) -> None:
-        self.requests.labels(endpoint, code).inc()
-
-    def retrying(self, endpoint: str, reason: str, delay: float) -> None:
-        self.retries.labels(endpoint, reason).inc()
 
 
 class Exporter:
-    """Everything one exporter needs except the socket and the poll task."""
+    """Everything one exporter needs except the socket and the poll tasks."""
 
     def __init__(
         self,
@@ -97,61 +50,64 @@ class Exporter:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
-        # Model data lives in its own registry so that its encoding can be cached per
-        # snapshot; the live registry holds what changes between cycles.
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.live_registry = CollectorRegistry(auto_describe=False)
-        for standard in (ProcessCollector, PlatformCollector, GCCollector):
-            standard(registry=self.live_registry)
-        self.telemetry = ApiTelemetry(self.live_registry)
-        self.budget = RequestBudget(settings.cohere_max_requests_per_minute)
-        self.client = CohereClient(
-            session,
-            base_url=settings.cohere_api_url,
-            api_key=settings.cohere_api_key,
-            client_name=settings.cohere_client_name,
-            timeout=settings.cohere_timeout,
-            observer=self.telemetry,
-            budget=self.budget,
-            retry=retry or RetryPolicy(max_retries=settings.cohere_max_retries),
-            proxy=proxy_for(settings.cohere_api_url),
-        )
-        self.poller = Poller(
-            self.client,
-            poll_settings(settings),
-            monotonic=monotonic,
-            before_publish=self._prepare_exposition,
-        )
-        for collector in snapshot_collectors(self.current_snapshot):
-            self.registry.register(collector)
-        self.live_registry.register(BudgetCollector(self.budget))
-        self.live_registry.register(RuntimeCollector())
-        self.exposition = ExpositionCache(
-            self.registry, self.live_registry, lambda: self.poller.snapshot.version
-        )
+        names = providers.NAMES
+        self.budgets = {name: providers.budget_for(settings, name) for name in names}
+        self.live_registry, telemetry = live_registry(self.budgets)
+        self.exposition = ExpositionCache(self.live_registry)
+        self.hub = SnapshotHub(names, self.exposition.prepare)
+        problems = ProblemLog(logging.getLogger("exporter.core"))
+        state = StateStore(settings.state_file, problems) if settings.state_file else None
+        self.pollers: dict[str, Poller] = {}
+        for name in names:
+            http = providers.json_client(
+                settings,
+                name,
+                session,
+                budget=self.budgets[name],
+                observer=telemetry.observer(name),
+                retry=retry,
+            )
+            provider = providers.provider_for(settings, name, http)
+            self.pollers[name] = Poller(
+                provider,
+                providers.discovery_for(settings, name, provider),
+                RunBook(
+                    name,
+                    rule=SpikeRule.from_settings(settings),
+                    max_metrics=settings.limits_max_metrics_per_model,
+                    problems=problems,
+                    saved=state.loaded.get(name) if state is not None else None,
+                ),
+                settings=settings,
+                requests_per_minute=self.budgets[name].per_minute,
+                problems=problems,
+                publish=self.hub.publish,
+                state=state,
+                monotonic=monotonic,
+            )
         self.web_config = web_config or WebConfigWatcher(settings.web_config_file)
-        middlewares = (auth_middleware(lambda: self.web_config.current),)
         self.app = build_web_app(
             self.exposition,
-            self.current_snapshot,
+            lambda: self.hub.snapshot,
             telemetry_path=settings.web_telemetry_path,
-            middlewares=middlewares,
+            middlewares=(auth_middleware(lambda: self.web_config.current),),
         )
 
-    def current_snapshot(self) -> Snapshot:
-        return self.poller.snapshot
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.hub.snapshot
 
-    async def _prepare_exposition(self, snapshot: Snapshot) -> None:
-        """Encode the next snapshot off the event loop, before it becomes the current one."""
-        registry = CollectorRegistry(auto_describe=False)
-        for collector in snapshot_collectors(lambda: snapshot):
-            registry.register(collector)
-        await asyncio.to_thread(self.exposition.prepare, registry, snapshot.version)
+    async def run_cycle(self) -> Snapshot:
+        """One cycle of every provider at once (tests drive the schedule themselves)."""
+        await asyncio.gather(*(poller.run_cycle() for poller in self.pollers.values()))
+        return self.hub.snapshot
 
 
 def new_session(settings: Settings) -> aiohttp.ClientSession:
-    """One pooled session: keep-alive connections, bounded to what the poller can use."""
-    connector = aiohttp.TCPConnector(limit=settings.poll_concurrency * 2, keepalive_timeout=75)
+    """One pooled session: keep-alive connections, bounded to what the pollers can use."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.poll_concurrency * 2 * len(providers.NAMES), keepalive_timeout=75
+    )
     return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
@@ -230,9 +186,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 "listening", extra={"addresses": " ".join(map(format_address, runner.addresses))}
             )
             tasks = [
-                asyncio.create_task(exporter.poller.run(), name="poller"),
-                asyncio.create_task(watch_web_config(web_config), name="web-config"),
+                asyncio.create_task(poller.run(), name=f"poller-{name}")
+                for name, poller in exporter.pollers.items()
             ]
+            tasks.append(asyncio.create_task(watch_web_config(web_config), name="web-config"))
             try:
                 await stop.wait()
             finally:

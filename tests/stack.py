@@ -16,10 +16,10 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.api.client import RetryPolicy
-from exporter.config import load_settings
 from exporter.service import Exporter, new_session
+from exporter.settings import load_settings
 from exporter.simulator import FaultInjector, Scenario, SimClock, SimWorld, build_app
+from exporter.upstream.client import RetryPolicy
 
 API_KEY = "sk-sim-5e3b9c1d7a2f4e6b8c0d"
 StepOrder = Literal["newest-first", "oldest-first"]

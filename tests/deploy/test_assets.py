@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import DEFAULT_PORT
+from exporter.settings import DEFAULT_PORT
 from exporter.simulator import Scenario
 from tests.promtool import promtool_path
 

@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
-from pydantic import SecretStr
 
-from exporter.api.client import CohereClient
-from exporter.backfill import BackfillResult, backfill
+from exporter.backfill import BackfillResult
+from exporter.backfill_command import read_history
+from exporter.settings import load_settings
 from exporter.simulator import SimClock, SimStep, SimWorld, build_app
 from tests.e2e.services import binary, free_port, get_json, running
 from tests.stack import API_KEY, serve_app
@@ -49,10 +48,10 @@ def seconds(at_ms: int) -> str:
 
 async def backfill_simulator() -> tuple[SimWorld, str, BackfillResult]:
     world = SimWorld(models=6, seed=7, clock=SimClock(frozen=True), api_key=API_KEY)
-    async with serve_app(build_app(world)) as sim, aiohttp.ClientSession() as session:
-        client = CohereClient(session, base_url=sim.url, api_key=SecretStr(API_KEY))
+    async with serve_app(build_app(world)) as sim:
+        settings = load_settings(cohere_api_url=sim.url, cohere_api_key=API_KEY, poll_page_size=7)
         out = io.StringIO()
-        result = await backfill(client, out, page_size=7)
+        result = await read_history(settings, out, None)
     return world, out.getvalue(), result
 
 

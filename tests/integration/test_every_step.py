@@ -57,18 +57,18 @@ def world(order: StepOrder) -> SimWorld:
 async def test_steps_between_polls_are_each_processed_once(order: StepOrder) -> None:
     async with simulated_stack(world=world(order), poll_page_size=3) as stack:
         (model,) = stack.world.model_ids()
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert counters(await stack.samples(), model) == (0, 0, 0)  # first poll: position only
         stack.sim_clock.advance(40)  # ten evaluations appear: 100, 104, ... 136
         stack.poll_clock.advance(60)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         samples = await stack.samples()
         assert counters(samples, model) == (10, 1, 1)
         assert model_sample(samples, "cohere_finetune_step_number", model) == 136
         for _ in range(3):  # nothing new: nothing counted again, one request per cycle
             stack.world.request_counts.clear()
             stack.poll_clock.advance(60)
-            await stack.exporter.poller.run_cycle()
+            await stack.exporter.run_cycle()
             assert stack.world.request_counts["list_step_metrics"] == 1
         assert counters(await stack.samples(), model) == (10, 1, 1)
 
@@ -81,17 +81,17 @@ async def test_a_restart_with_a_state_file_neither_repeats_nor_skips(
     shared = world(order)
     async with simulated_stack(world=shared, poll_page_size=3, state_file=state) as first:
         (model,) = shared.model_ids()
-        await first.exporter.poller.run_cycle()
+        await first.exporter.run_cycle()
         shared.clock.advance(20)  # 100 .. 116, with the spike at 112
-        await first.exporter.poller.run_cycle()
+        await first.exporter.run_cycle()
         assert counters(await first.samples(), model) == (5, 1, 0)
     shared.clock.advance(20)  # 120 .. 136 appear while no exporter runs, NaN at 124
     async with simulated_stack(world=shared, poll_page_size=3, state_file=state) as second:
-        await second.exporter.poller.run_cycle()
+        await second.exporter.run_cycle()
         # Counting continues from the saved counts: exactly the five new steps were judged.
         assert counters(await second.samples(), model) == (10, 1, 1)
     async with simulated_stack(world=shared, poll_page_size=3) as stateless:
-        await stateless.exporter.poller.run_cycle()
+        await stateless.exporter.run_cycle()
         assert counters(await stateless.samples(), model) == (0, 0, 0)  # position only
 
 
@@ -101,7 +101,7 @@ async def poll_every_minute(stack: Stack, model: str, minutes: int) -> list[floa
     for _ in range(minutes):
         stack.sim_clock.advance(60)
         stack.poll_clock.advance(60)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         value = model_sample(await stack.samples(), "cohere_finetune_step_cross_entropy", model)
         assert value is not None
         seen.append(value)
@@ -126,7 +126,7 @@ async def test_counters_catch_the_spikes_that_a_60_second_gauge_misses() -> None
     sim = SimWorld(clock=SimClock(speed=1.0, frozen=True), api_key=API_KEY, scenario=script)
     async with simulated_stack(world=sim) as stack:
         (model,) = sim.model_ids()
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         gauge = await poll_every_minute(stack, model, minutes=70)  # past the last spike
         caught_by_gauge = sum(
             1

@@ -9,9 +9,11 @@ import aiohttp
 import bcrypt
 import pytest
 
-from exporter.collector import step_family_name
-from exporter.config import FINAL_STATUSES, load_settings
+from exporter.contract import step_family_name
+from exporter.exposition import PROMETHEUS_3_ACCEPT
+from exporter.providers.cohere.provider import FINAL_STATUSES
 from exporter.service import Exporter, new_session
+from exporter.settings import load_settings
 from tests.promtool import promtool_check_metrics
 from tests.stack import API_KEY, Stack, StepOrder, model_sample, same_value, simulated_stack
 
@@ -57,15 +59,15 @@ async def assert_metrics_match_simulator(stack: Stack, *, statuses: bool = True)
 @pytest.mark.parametrize("order", ORDERS)
 async def test_values_equal_the_newest_simulated_step(order: StepOrder) -> None:
     async with simulated_stack(step_order=order, poll_page_size=4) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         await assert_metrics_match_simulator(stack)
         # Training goes on: new evaluations appear and the exporter follows them.
         stack.sim_clock.advance(400)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         await assert_metrics_match_simulator(stack, statuses=False)  # discovery not due yet
         stack.sim_clock.advance(300)
         stack.poll_clock.advance(10_000)  # discovery and final refresh both due
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         await assert_metrics_match_simulator(stack)
 
 
@@ -73,7 +75,7 @@ async def test_values_equal_the_newest_simulated_step(order: StepOrder) -> None:
 async def test_one_request_per_active_model_per_cycle(order: StepOrder) -> None:
     async with simulated_stack(models=12, step_order=order, poll_page_size=50) as stack:
         world = stack.world
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert world.request_counts["list_models"] == 1
         finals = [m for m in world.model_ids() if world.status(m) in FINAL_STATUSES]
         active = active_ids(stack)
@@ -83,7 +85,7 @@ async def test_one_request_per_active_model_per_cycle(order: StepOrder) -> None:
             world.request_counts.clear()
             world.step_requests_by_model.clear()
             stack.poll_clock.advance(60)
-            await stack.exporter.poller.run_cycle()
+            await stack.exporter.run_cycle()
             assert world.request_counts["list_step_metrics"] == len(active)
             assert world.request_counts["list_models"] == 0  # discovery not due yet
             assert all(world.step_requests_by_model[m] == 1 for m in active)
@@ -94,11 +96,11 @@ async def test_oldest_first_resumes_at_the_last_page() -> None:
     """Walking every page once is unavoidable; after that a cycle re-reads only the last page."""
     async with simulated_stack(models=4, step_order="oldest-first", poll_page_size=3) as stack:
         world = stack.world
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         active = active_ids(stack)
         world.request_counts.clear()
         stack.poll_clock.advance(60)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert world.request_counts["list_step_metrics"] == len(active)
         await assert_metrics_match_simulator(stack)
 
@@ -108,25 +110,25 @@ async def test_discovery_and_final_refresh_intervals() -> None:
         models=10, poll_discovery_interval=300, poll_final_refresh_interval=3600
     ) as stack:
         world = stack.world
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         finals = [m for m in world.model_ids() if world.status(m) in FINAL_STATUSES]
         walks = []
         for _ in range(10):  # ten one-minute cycles: two discovery walks (at 300 s and 600 s)
             world.request_counts.clear()
             stack.poll_clock.advance(60)
-            await stack.exporter.poller.run_cycle()
+            await stack.exporter.run_cycle()
             walks.append(world.request_counts["list_models"])
         assert sum(walks) == 2
         world.step_requests_by_model.clear()
         stack.poll_clock.advance(3600)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert all(world.step_requests_by_model[m] == 1 for m in finals)
 
 
 async def test_a_run_that_finishes_is_read_once_more_then_left_alone() -> None:
     async with simulated_stack(models=8, poll_discovery_interval=60) as stack:
         world = stack.world
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         running = [m for m in world.model_ids() if world.status(m) == "STATUS_FINETUNING"]
         assert running
         target = running[0]
@@ -136,23 +138,23 @@ async def test_a_run_that_finishes_is_read_once_more_then_left_alone() -> None:
             stack.sim_clock.advance(120)
         assert world.status(target) in FINAL_STATUSES
         stack.poll_clock.advance(60)
-        await stack.exporter.poller.run_cycle()  # discovery sees the final status, reads once more
+        await stack.exporter.run_cycle()  # discovery sees the final status, reads once more
         await assert_metrics_match_simulator(stack)
         world.step_requests_by_model.clear()
         for _ in range(3):
             stack.poll_clock.advance(60)
-            await stack.exporter.poller.run_cycle()
+            await stack.exporter.run_cycle()
         assert world.step_requests_by_model[target] == 0
 
 
 async def test_a_removed_model_leaves_metrics() -> None:
     async with simulated_stack(models=6, poll_discovery_interval=120) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         gone = stack.world.model_ids()[0]
         assert gone in (await (await stack.scrape()).read()).decode()
         stack.world.delete(gone)
         stack.poll_clock.advance(120)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         body = (await (await stack.scrape()).read()).decode()
         assert gone not in body
         assert stack.world.model_ids()[0] in body
@@ -160,7 +162,7 @@ async def test_a_removed_model_leaves_metrics() -> None:
 
 async def test_live_exposition_passes_promtool() -> None:
     async with simulated_stack(models=10) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         body = await (await stack.scrape()).read()
         assert b"cohere_finetune_step_cross_entropy" in body
         assert promtool_check_metrics(body) == ""
@@ -168,7 +170,7 @@ async def test_live_exposition_passes_promtool() -> None:
 
 async def test_content_negotiation_and_gzip() -> None:
     async with simulated_stack(models=6) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         plain = await stack.scrape(**{"Accept-Encoding": "identity"})
         assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         assert "Content-Encoding" not in plain.headers
@@ -197,7 +199,7 @@ async def test_probes_and_landing_page() -> None:
     async with simulated_stack(models=5) as stack:
         assert (await stack.scrape("/healthz")).status == 200
         assert (await stack.scrape("/readyz")).status == 503
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert (await stack.scrape("/readyz")).status == 200
         page = await stack.scrape("/")
         text = (await page.read()).decode()
@@ -211,7 +213,7 @@ async def test_configured_ids_are_fetched_by_id() -> None:
     async with simulated_stack(models=6) as probe:
         ids = probe.world.model_ids()[:2]
     async with simulated_stack(models=6, cohere_models=",".join([*ids, "no-such-model"])) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert stack.world.request_counts["list_models"] == 0
         assert stack.world.request_counts["get_model"] == 3
         samples = await stack.samples()
@@ -225,7 +227,7 @@ async def test_configured_ids_are_fetched_by_id() -> None:
 
 async def test_wrong_key_is_reported_not_fatal() -> None:
     async with simulated_stack(models=4, api_key="sk-wrong") as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         samples = await stack.samples()
         assert samples[("cohere_finetune_up", frozenset())] == 0.0
         key = frozenset({("endpoint", "list_models"), ("code", "401")})
@@ -235,7 +237,7 @@ async def test_wrong_key_is_reported_not_fatal() -> None:
 
 async def test_identifying_headers_reach_the_api() -> None:
     async with simulated_stack(models=3) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         report = await (await stack.http.get(stack.sim_url + "/simulator/requests")).json()
         assert report["last_client_name"] == "integration-tests"
         assert report["last_user_agent"].startswith("cohere-finetune-exporter/")
@@ -248,10 +250,10 @@ async def test_two_shards_split_the_account_exactly() -> None:
         )
         async with new_session(settings) as session:
             other = Exporter(settings, session)
-            await stack.exporter.poller.run_cycle()
-            await other.poller.run_cycle()
-            first = {m.id for m in stack.exporter.poller.snapshot.models}
-            second = {m.id for m in other.poller.snapshot.models}
+            await stack.exporter.run_cycle()
+            await other.run_cycle()
+            first = {m.id for m in stack.exporter.snapshot.runs}
+            second = {m.id for m in other.snapshot.runs}
         assert first
         assert second
         assert not first & second
@@ -264,7 +266,7 @@ async def test_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
     config = tmp_path / "web.yml"
     config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
     async with simulated_stack(models=3, web_config_file=str(config)) as stack:
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         assert (await stack.scrape("/metrics")).status == 401
         assert (await stack.scrape("/")).status == 401
         assert (await stack.scrape("/healthz")).status == 200  # probes stay open
@@ -279,12 +281,15 @@ async def test_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
 
 async def test_scrapes_serve_the_encoding_prepared_before_publication() -> None:
     async with simulated_stack(models=5) as stack:
-        await stack.exporter.poller.run_cycle()
-        assert stack.exporter.exposition.renders == 1  # encoded once, off the event loop
+        exposition = stack.exporter.exposition
+        await stack.exporter.run_cycle()
+        renders = exposition.renders  # each publication encoded once, off the event loop
         for _ in range(3):
-            assert (await stack.scrape()).status == 200
-            assert (await stack.scrape(**{"Accept-Encoding": "gzip"})).status == 200
-        assert stack.exporter.exposition.renders == 1  # no scrape encoded model data again
+            for accept in ("", PROMETHEUS_3_ACCEPT):  # text, then what Prometheus 3 asks for
+                for encoding in ("identity", "gzip"):
+                    answer = await stack.scrape(Accept=accept, **{"Accept-Encoding": encoding})
+                    assert answer.status == 200
+        assert exposition.renders == renders  # no scrape encoded run data again
         stack.poll_clock.advance(60)
-        await stack.exporter.poller.run_cycle()
-        assert stack.exporter.exposition.renders == 2
+        await stack.exporter.run_cycle()
+        assert exposition.renders == renders + 1

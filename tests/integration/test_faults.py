@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from exporter.api.client import RetryPolicy
 from exporter.simulator import Fault
+from exporter.upstream.client import RetryPolicy
 from tests.stack import Stack, model_sample, simulated_stack
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def step_lines(text: str, model_id: str) -> list[str]:
 
 def warnings_about(records: list[logging.LogRecord], model_id: str) -> int:
     return sum(
-        1 for r in records if r.levelno >= logging.WARNING and getattr(r, "model", None) == model_id
+        1 for r in records if r.levelno >= logging.WARNING and getattr(r, "run", None) == model_id
     )
 
 
@@ -93,7 +93,7 @@ async def test_step_endpoint_faults(
 ) -> None:
     case = STEP_FAULTS[name]
     target = training_model(stack)
-    await stack.exporter.poller.run_cycle()
+    await stack.exporter.run_cycle()
     good = step_lines(await scrape_text(stack), target)
     assert good, "the model has step data before the fault"
     stack.sim_clock.advance(600)  # new steps appear on the API while it misbehaves
@@ -101,7 +101,7 @@ async def test_step_endpoint_faults(
     stack.faults.set([Fault(**{**case.fault.to_json(), "model": target})])
     caplog.set_level(logging.INFO)
     for _ in range(3):
-        cycle = asyncio.create_task(stack.exporter.poller.run_cycle())
+        cycle = asyncio.create_task(stack.exporter.run_cycle())
         text = await scrape_text(stack)  # answered while the cycle is still waiting
         assert step_lines(text, target) == good, "last good values stay in place"
         await cycle
@@ -122,13 +122,13 @@ async def test_step_endpoint_faults(
     assert step_lines(await scrape_text(stack), target) == good
 
     stack.faults.clear()
-    await stack.exporter.poller.run_cycle()
+    await stack.exporter.run_cycle()
     recovered = await stack.samples()
     assert model_sample(recovered, "cohere_finetune_model_up", target) == 1.0
     newest = stack.world.newest_step(target)
     assert newest is not None
     assert model_sample(recovered, "cohere_finetune_step_number", target) == newest.step_number
-    assert any(r.getMessage() == "model polling recovered" for r in caplog.records)
+    assert any(r.getMessage() == "run polling recovered" for r in caplog.records)
 
 
 LIST_FAULTS = {
@@ -145,22 +145,22 @@ LIST_FAULTS = {
 @pytest.mark.parametrize("name", list(LIST_FAULTS))
 async def test_model_list_faults(stack: Stack, name: str, caplog: pytest.LogCaptureFixture) -> None:
     fault, code = LIST_FAULTS[name]
-    await stack.exporter.poller.run_cycle()
-    before = sorted(m.id for m in stack.exporter.poller.snapshot.models)
+    await stack.exporter.run_cycle()
+    before = sorted(m.id for m in stack.exporter.snapshot.runs)
     stack.faults.set([fault])
     caplog.set_level(logging.INFO)
     for _ in range(3):
         stack.poll_clock.advance(200_000)  # every cycle walks the model list again
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
     samples = await stack.samples()
     key = frozenset({("endpoint", "list_models"), ("code", code)})
     assert samples[("cohere_finetune_api_requests_total", key)] >= 1
-    assert sorted(m.id for m in stack.exporter.poller.snapshot.models) == before
+    assert sorted(m.id for m in stack.exporter.snapshot.runs) == before
     discovery_logs = [
         r for r in caplog.records if r.levelno >= logging.WARNING and "discovery" in r.getMessage()
     ] + [r for r in caplog.records if "serves no fine-tuning" in r.getMessage()]
     if name == "unknown-status":
-        statuses = {m.status for m in stack.exporter.poller.snapshot.models}
+        statuses = {m.run.status for m in stack.exporter.snapshot.runs}
         assert statuses == {"STATUS_FROM_THE_FUTURE"}  # passed through, not an error
         labels = frozenset(
             {("finetuned_model_id", before[0]), ("status", "STATUS_FROM_THE_FUTURE")}
@@ -172,21 +172,21 @@ async def test_model_list_faults(stack: Stack, name: str, caplog: pytest.LogCapt
         assert [r.getMessage() for r in caplog.records if "serves no fine-tuning" in r.getMessage()]
     stack.faults.clear()
     stack.poll_clock.advance(200_000)
-    await stack.exporter.poller.run_cycle()
+    await stack.exporter.run_cycle()
     assert samples is not None
     assert (await stack.samples())[("cohere_finetune_up", frozenset())] == 1.0
 
 
 async def test_refused_connection_is_survived() -> None:
     async with simulated_stack(models=3, cohere_max_retries="0") as stack:
-        await stack.exporter.poller.run_cycle()
-        good = sorted(m.id for m in stack.exporter.poller.snapshot.models)
+        await stack.exporter.run_cycle()
+        good = sorted(m.id for m in stack.exporter.snapshot.runs)
         await stack.stop_simulator()
         stack.poll_clock.advance(1_000)
-        await stack.exporter.poller.run_cycle()
+        await stack.exporter.run_cycle()
         samples = await stack.samples()
         assert samples[("cohere_finetune_up", frozenset())] == 0.0
-        assert sorted(m.id for m in stack.exporter.poller.snapshot.models) == good
+        assert sorted(m.id for m in stack.exporter.snapshot.runs) == good
         key = frozenset({("endpoint", "list_models"), ("code", "connection_error")})
         assert samples[("cohere_finetune_api_requests_total", key)] == 1.0
 
@@ -196,7 +196,7 @@ async def test_a_fifth_of_requests_failing_leaves_every_model_served() -> None:
     async with simulated_stack(models=10, retry=quick) as stack:
         stack.faults.set([Fault("status", status=503, probability=0.2)])
         for _ in range(5):
-            await stack.exporter.poller.run_cycle()
+            await stack.exporter.run_cycle()
             stack.poll_clock.advance(60)
         samples = await stack.samples()
         served = [

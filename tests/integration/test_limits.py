@@ -13,14 +13,14 @@ async def test_models_and_metric_names_are_capped_and_counted() -> None:
     async with simulated_stack(
         models=12, limits_max_models="5", limits_max_metrics_per_model="2"
     ) as stack:
-        await stack.exporter.poller.run_cycle()
-        kept = [m.id for m in stack.exporter.poller.snapshot.models]
+        await stack.exporter.run_cycle()
+        kept = [m.id for m in stack.exporter.snapshot.runs]
         assert len(kept) == 5
         newest_five = sorted(
             stack.world.model_ids(), key=lambda m: stack.world.model(m)["created_at"]
         )[-5:]
         assert sorted(kept) == sorted(newest_five)
-        for model in stack.exporter.poller.snapshot.models:
+        for model in stack.exporter.snapshot.runs:
             if model.newest_step is not None:
                 assert len(model.newest_step.metrics) == 2
         samples = await stack.samples()

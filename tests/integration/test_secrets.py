@@ -13,11 +13,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
-from exporter.api.client import ApiStatusError, CohereClient
-from exporter.config import load_settings
+from exporter import providers
+from exporter.settings import load_settings
 from exporter.simulator.faults import KINDS
+from exporter.upstream.errors import ApiStatusError
 from tests.e2e.services import free_port, http_get, running, wait_for
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ def test_key_never_leaves_the_process(tmp_path: Path) -> None:
         assert process.wait(10) == 0
     logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
     assert "level=debug" in logs["exporter.log"], "the exporter really logged at debug level"
-    assert "model polling failed" in logs["exporter.log"]
+    assert "run polling failed" in logs["exporter.log"]
     check = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config", "--cohere.api-key-file", str(key_file)],
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
@@ -137,6 +137,8 @@ async def test_key_is_absent_from_repr_and_exception_text(tmp_path: Path) -> Non
     error = ApiStatusError("list_models", 401, "invalid api token")
     assert KEY not in repr(error) + str(error)
     async with aiohttp.ClientSession() as session:
-        client = CohereClient(session, base_url="http://127.0.0.1:9", api_key=SecretStr(KEY))
-        assert KEY not in repr(client)
-        assert KEY not in repr(vars(client))
+        budget = providers.budget_for(settings, "cohere")
+        http = providers.json_client(settings, "cohere", session, budget=budget)
+        provider = providers.provider_for(settings, "cohere", http)
+        for shown in (provider, http, vars(http), vars(provider)):
+            assert KEY not in repr(shown)

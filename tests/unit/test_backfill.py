@@ -13,18 +13,23 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample, Timestamp
 from pydantic import SecretStr
 
-from exporter.api.client import ApiResponseError, ApiStatusError, CohereClient
-from exporter.api.models import (
+from exporter.backfill import BackfillResult, backfill, place_in_time
+from exporter.contract import step_family_name
+from exporter.core.discovery import Discovery
+from exporter.core.sharding import EVERY_RUN, Shard
+from exporter.providers.cohere.client import CohereClient
+from exporter.providers.cohere.models import (
     FinetunedModel,
     ListFinetunedModelsResponse,
     ListTrainingStepMetricsResponse,
     TrainingStepMetrics,
 )
-from exporter.backfill import BackfillResult, backfill, place_in_time
-from exporter.collector import step_family_name
-from exporter.sharding import Shard
+from exporter.providers.cohere.provider import CohereProvider, to_record
 from exporter.simulator import SimClock, SimWorld, build_app
 from exporter.simulator.encoding import timestamp
+from exporter.upstream.budget import RequestBudget
+from exporter.upstream.client import JsonClient, RetryPolicy
+from exporter.upstream.errors import ApiResponseError, ApiStatusError
 from tests.stack import API_KEY, StepOrder, serve_app
 
 T0 = 1_700_000_000.0
@@ -102,8 +107,8 @@ class FakeClient:
     all_models = CohereClient.all_models
     all_step_metrics = CohereClient.all_step_metrics
 
-    def client(self) -> CohereClient:
-        return cast(CohereClient, self)
+    def provider(self, page_size: int = 50) -> CohereProvider:
+        return CohereProvider(cast(CohereClient, self), page_size=page_size)
 
 
 def hand_built() -> FakeClient:
@@ -134,9 +139,26 @@ def hand_built() -> FakeClient:
     )
 
 
+async def run_backfill(
+    provider: CohereProvider,
+    out: io.StringIO,
+    *,
+    model_ids: Sequence[str] = (),
+    shard: Shard = EVERY_RUN,
+    max_metrics_per_model: int = 100,
+    **kwargs: Any,
+) -> BackfillResult:
+    discovery = Discovery(
+        provider, run_ids=tuple(dict.fromkeys(model_ids)), max_runs=5000, shard=shard, concurrency=1
+    )
+    return await backfill(
+        [(provider, discovery)], out, max_metrics_per_model=max_metrics_per_model, **kwargs
+    )
+
+
 async def render(fake: FakeClient, **kwargs: Any) -> tuple[str, BackfillResult]:
     out = io.StringIO()
-    result = await backfill(fake.client(), out, **kwargs)
+    result = await run_backfill(fake.provider(), out, **kwargs)
     return out.getvalue(), result
 
 
@@ -273,7 +295,7 @@ async def test_configured_ids_are_fetched_and_sharded() -> None:
 async def test_a_missing_configured_model_fails_before_writing() -> None:
     out = io.StringIO()
     with pytest.raises(ApiStatusError):
-        await backfill(hand_built().client(), out, model_ids=["nope"])
+        await run_backfill(hand_built().provider(), out, model_ids=["nope"])
     assert out.getvalue() == ""
 
 
@@ -298,17 +320,16 @@ async def test_a_repeating_model_token_is_an_error() -> None:
 
 
 def test_a_later_step_supersedes_one_it_does_not_follow_in_time() -> None:
-    points, skipped = place_in_time(
-        [
-            step(3, T0 + 3.0),
-            step(1, T0 + 1.0),
-            step(2, T0 + 3.0004),  # same millisecond as step 3: step 3 wins
-            step(0, T0 + 0.0),
-            step(5, T0 + 4.0),
-            step(4, T0 + 4.5),  # after step 5: never the newest step, dropped
-            step(6, None),
-        ]
-    )
+    steps = [
+        step(3, T0 + 3.0),
+        step(1, T0 + 1.0),
+        step(2, T0 + 3.0004),  # same millisecond as step 3: step 3 wins
+        step(0, T0 + 0.0),
+        step(5, T0 + 4.0),
+        step(4, T0 + 4.5),  # after step 5: never the newest step, dropped
+        step(6, None),
+    ]
+    points, skipped = place_in_time([to_record(s) for s in steps], max_metrics=100)
     assert [(p.number, p.ms) for p in points] == [
         (0, at(T0)),
         (1, at(T0 + 1)),
@@ -359,9 +380,16 @@ async def test_against_the_simulator_every_step_in_both_orders(step_order: StepO
         models=6, seed=7, clock=SimClock(frozen=True), step_order=step_order, api_key=API_KEY
     )
     async with serve_app(build_app(world)) as sim, aiohttp.ClientSession() as session:
-        client = CohereClient(session, base_url=sim.url, api_key=SecretStr(API_KEY))
+        http = JsonClient(
+            session,
+            base_url=sim.url,
+            api_key=SecretStr(API_KEY),
+            timeout=10.0,
+            budget=RequestBudget(10_000),
+            retry=RetryPolicy(max_retries=0),
+        )
         out = io.StringIO()
-        result = await backfill(client, out, page_size=3)
+        result = await run_backfill(CohereProvider(CohereClient(http), page_size=3), out)
     families = parse(out.getvalue())
     ids = world.model_ids()
     with_steps = [i for i in ids if world.steps(i)]

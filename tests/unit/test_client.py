@@ -14,19 +14,12 @@ import pytest
 from aioresponses import aioresponses
 from pydantic import SecretStr
 
-from exporter.api.client import (
-    USER_AGENT,
-    ApiResponseError,
-    ApiStatusError,
-    ApiTransportError,
-    ClientObserver,
-    CohereClient,
-    RetryPolicy,
-    model_path,
-    proxy_for,
-)
-from exporter.api.models import parse_timestamp
-from exporter.poller import page_order
+from exporter.providers.cohere.client import CohereClient, model_path
+from exporter.providers.cohere.models import parse_timestamp
+from exporter.providers.cohere.provider import page_order
+from exporter.upstream.budget import RequestBudget
+from exporter.upstream.client import USER_AGENT, ClientObserver, JsonClient, RetryPolicy, proxy_for
+from exporter.upstream.errors import ApiResponseError, ApiStatusError, ApiTransportError
 from tests.openapi_examples import example
 
 BASE = "http://api.test"
@@ -60,16 +53,18 @@ class Recorder(ClientObserver):
 async def client(observed: list[tuple[str, str]]) -> AsyncIterator[CohereClient]:
     """A client that does not retry: each test here looks at one response."""
     async with aiohttp.ClientSession() as session:
-        yield CohereClient(
+        http = JsonClient(
             session,
             base_url=BASE,
             api_key=SecretStr(KEY),
-            client_name="unit-tests",
+            headers={"X-Client-Name": "unit-tests"},
             timeout=2.0,
+            budget=RequestBudget(400),
             observer=Recorder(observed),
             max_body_bytes=64 * 1024,
             retry=RetryPolicy(max_retries=0),
         )
+        yield CohereClient(http)
 
 
 def seconds(text: str) -> float:
@@ -306,7 +301,8 @@ async def test_encoded_id_reaches_one_path(client: CohereClient, mock_api: aiore
 
 def test_repr_hides_key(client: CohereClient) -> None:
     assert KEY not in repr(client)
-    assert KEY not in str(vars(client).get("_api_key"))
+    assert KEY not in repr(client.http)
+    assert KEY not in str(vars(client.http))
 
 
 @pytest.mark.parametrize(

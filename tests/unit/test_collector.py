@@ -8,22 +8,24 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.collector import snapshot_collectors, step_family_name
-from exporter.snapshot import ModelView, Snapshot, Step
+from exporter.collectors import registry_for
+from exporter.contract import step_family_name
 from tests.promtool import promtool_check_metrics
+from tests.snapshots import cohere_view, snapshot_of, step
 
-CHAT = ModelView(
-    id="fee37446-7fc7-42f9-a026-c6ba2fcc422d",
-    name="chat-ft",
-    status="STATUS_FINETUNING",
+CHAT = cohere_view(
+    "fee37446-7fc7-42f9-a026-c6ba2fcc422d",
+    "chat-ft",
+    "STATUS_FINETUNING",
     base_model="medium",
-    base_model_version="14.2.0",
-    base_type="BASE_TYPE_CHAT",
-    strategy="STRATEGY_TFEW",
-    newest_step=Step.of(
+    labels={
+        "base_model_version": "14.2.0",
+        "base_type": "BASE_TYPE_CHAT",
+        "strategy": "STRATEGY_TFEW",
+    },
+    newest_step=step(
         9,
         1705523119.331940174,
         {"accuracy": 0.7393720149993896, "cross_entropy": 0.7702581286430359, "step": 9.0},
@@ -31,18 +33,11 @@ CHAT = ModelView(
     up=True,
     last_success=1705523200.0,
 )
-QUEUED = ModelView(id="q-1", name="queued", status="STATUS_QUEUED", up=False)
-
-
-def registry_for(snapshot: Snapshot) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    for collector in snapshot_collectors(lambda: snapshot):
-        registry.register(collector)
-    return registry
+QUEUED = cohere_view("q-1", "queued", "STATUS_QUEUED", up=False)
 
 
 def test_exposition_of_a_hand_built_snapshot() -> None:
-    snapshot = Snapshot(models=(CHAT, QUEUED), up=True, poll_duration=0.25, ready=True)
+    snapshot = snapshot_of(CHAT, QUEUED, up=True, poll_duration=0.25)
     text = generate_latest(registry_for(snapshot)).decode()
     model = f'finetuned_model_id="{CHAT.id}"'
     expected_lines = [
@@ -79,9 +74,9 @@ def test_exposition_of_a_hand_built_snapshot() -> None:
 
 
 def test_non_finite_values_pass_through() -> None:
-    step = Step.of(3, None, {"cross_entropy": math.nan, "loss": math.inf, "delta": -math.inf})
-    model = ModelView(id="m", name="m", status="STATUS_FINETUNING", newest_step=step, up=True)
-    text = generate_latest(registry_for(Snapshot(models=(model,)))).decode()
+    newest = step(3, None, {"cross_entropy": math.nan, "loss": math.inf, "delta": -math.inf})
+    model = cohere_view("m", "m", "STATUS_FINETUNING", newest_step=newest, up=True)
+    text = generate_latest(registry_for(snapshot_of(model))).decode()
     assert 'cohere_finetune_step_cross_entropy{finetuned_model_id="m"} NaN' in text
     assert 'cohere_finetune_step_loss{finetuned_model_id="m"} +Inf' in text
     assert 'cohere_finetune_step_delta{finetuned_model_id="m"} -Inf' in text
@@ -119,15 +114,15 @@ def test_hostile_names_make_a_valid_exposition() -> None:
         "a-b": 6.0,
         "a_b": 7.0,  # sanitises like "a-b": the first sorted name keeps the family
     }
-    model = ModelView(
-        id="m-1",
-        name='evil "name"\\ with\nnewline — ünïcode',
-        status="STATUS_SOMETHING_NEW",
+    model = cohere_view(
+        "m-1",
+        'evil "name"\\ with\nnewline — ünïcode',
+        "STATUS_SOMETHING_NEW",
         base_model="b",
-        newest_step=Step.of(1, 1.0, metrics),
+        newest_step=step(1, 1.0, metrics),
         up=True,
     )
-    registry = registry_for(Snapshot(models=(model,), up=True, ready=True))
+    registry = registry_for(snapshot_of(model, up=True))
     text = generate_latest(registry).decode()
     assert 'cohere_finetune_step_a_b{finetuned_model_id="m-1"} 6.0' in text
     assert 'name="evil \\"name\\"\\\\ with\\nnewline — ünïcode"' in text
@@ -142,19 +137,14 @@ def test_hostile_names_make_a_valid_exposition() -> None:
 
 
 def test_a_model_that_leaves_the_snapshot_leaves_the_exposition() -> None:
-    current = [Snapshot(models=(CHAT, QUEUED))]
-    registry = CollectorRegistry(auto_describe=False)
-    for collector in snapshot_collectors(lambda: current[0]):
-        registry.register(collector)
-    assert CHAT.id in generate_latest(registry).decode()
-    current[0] = Snapshot(models=(QUEUED,))
-    after = generate_latest(registry).decode()
+    assert CHAT.id in generate_latest(registry_for(snapshot_of(CHAT, QUEUED))).decode()
+    after = generate_latest(registry_for(snapshot_of(QUEUED))).decode()
     assert CHAT.id not in after
     assert "q-1" in after
 
 
 def test_openmetrics_rendering() -> None:
-    registry = registry_for(Snapshot(models=(CHAT,), up=True, poll_duration=0.1, ready=True))
+    registry = registry_for(snapshot_of(CHAT, up=True, poll_duration=0.1))
     text = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
     assert text.endswith("# EOF\n")
     assert "# TYPE cohere_finetune_model info" in text

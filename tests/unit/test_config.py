@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
-from exporter.config import ConfigError, load_settings, parse_listen_address
+from exporter.settings import ConfigError, load_settings, parse_listen_address
 
 KEY = "sk-config-test-9f8e7d6c5b4a"
 
@@ -152,3 +152,19 @@ def test_malformed_web_config_stops_start_up(
     assert main(["--web.config.file", str(web_config)]) == 2
     err = capsys.readouterr().err
     assert err.count("--web.config.file") == 2
+
+
+@pytest.mark.parametrize("command", [[], ["check-config"], ["demo"], ["serve"]])
+def test_every_command_refuses_a_bad_web_config_in_one_line(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users: [not, a, map]\n")
+    assert main([*command, "--web.config.file", str(web_config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --web.config.file")
+    assert err.count("\n") == 1, err

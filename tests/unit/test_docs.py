@@ -6,20 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ENV_PREFIX, Settings
+from exporter.settings import Settings, spelling
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", list(Settings.model_fields))
 def test_every_setting_is_in_the_configuration_table(name: str) -> None:
-    field = Settings.model_fields[name]
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    flag = extra.get("flag")
-    if flag:
-        row = next((line for line in README.splitlines() if line.startswith(f"| `{flag}` ")), None)
-        assert row is not None, f"README lacks a row for {flag}"
-        assert f"{ENV_PREFIX}{name.upper()}" in row
-    env_names = extra.get("env")
-    for env in env_names if isinstance(env_names, list) else []:
-        assert f"`{env}`" in README
+    spelled = spelling(name)
+    if spelled.flag:
+        row = next(
+            (line for line in README.splitlines() if line.startswith(f"| `{spelled.flag}` ")),
+            None,
+        )
+        assert row is not None, f"README lacks a row for {spelled.flag}"
+        for env in spelled.env:
+            assert f"`{env}`" in row, (spelled.flag, env)
+    else:
+        for env in spelled.env:
+            assert f"`{env}`" in README, env

@@ -9,17 +9,17 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collector import snapshot_collectors
-from exporter.exposition import ExpositionCache
-from exporter.snapshot import ModelView, Snapshot, Step
+from exporter.core.snapshot import Snapshot
+from exporter.exposition import PROMETHEUS_3_ACCEPT, ExpositionCache
+from tests.snapshots import cohere_view, snapshot_of, step
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 def snapshot(version: int, loss: float) -> Snapshot:
-    step = Step.of(version, 1.0, {"cross_entropy": loss})
-    model = ModelView(id="m", name="m", status="STATUS_FINETUNING", newest_step=step, up=True)
-    return Snapshot(models=(model,), up=True, ready=True, version=version)
+    newest = step(version, 1.0, {"cross_entropy": loss})
+    model = cohere_view("m", "m", "STATUS_FINETUNING", newest_step=newest, up=True)
+    return snapshot_of(model, up=True, version=version)
 
 
 class Clock:
@@ -30,31 +30,28 @@ class Clock:
         return self.now
 
 
-def build(clock: Clock | None = None) -> tuple[ExpositionCache, list[Snapshot], Counter]:
-    current = [snapshot(1, 0.5)]
-    model_registry = CollectorRegistry(auto_describe=False)
-    for collector in snapshot_collectors(lambda: current[0]):
-        model_registry.register(collector)
+def build(clock: Clock | None = None) -> tuple[ExpositionCache, Counter]:
+    """A cache with the first snapshot published (prepared, as the hub does before a swap)."""
     live_registry = CollectorRegistry(auto_describe=False)
     requests = Counter("cohere_finetune_api_requests", "r", ["code"], registry=live_registry)
-    cache = ExpositionCache(
-        model_registry, live_registry, lambda: current[0].version, clock=clock or Clock()
-    )
-    return cache, current, requests
+    cache = ExpositionCache(live_registry, clock=clock or Clock())
+    cache.prepare(snapshot(1, 0.5))
+    return cache, requests
 
 
 def test_model_part_is_encoded_once_per_snapshot() -> None:
     clock = Clock()
-    cache, current, requests = build(clock)
+    cache, requests = build(clock)
     for _ in range(5):
         requests.labels("200").inc()
         clock.now += 1.0  # each scrape a second apart: the live part is rendered each time
         cache.body("", use_gzip=False)
+        cache.body(PROMETHEUS_3_ACCEPT, use_gzip=True)
     assert cache.renders == 1
-    assert cache.live_renders == 5
+    assert cache.live_renders == 10
     body, _ = cache.body("", use_gzip=False)
     assert b'cohere_finetune_api_requests_total{code="200"} 5.0' in body
-    current[0] = snapshot(2, 0.25)
+    cache.prepare(snapshot(2, 0.25))
     body, _ = cache.body("", use_gzip=False)
     assert cache.renders == 2
     assert b'cohere_finetune_step_cross_entropy{finetuned_model_id="m"} 0.25' in body
@@ -62,7 +59,7 @@ def test_model_part_is_encoded_once_per_snapshot() -> None:
 
 def test_a_burst_of_scrapes_shares_one_body_for_a_second() -> None:
     clock = Clock()
-    cache, current, requests = build(clock)
+    cache, requests = build(clock)
     first, _ = cache.parts("", use_gzip=False)
     requests.labels("200").inc()
     clock.now = 0.5
@@ -72,13 +69,13 @@ def test_a_burst_of_scrapes_shares_one_body_for_a_second() -> None:
     clock.now = 1.0
     fresh, _ = cache.body("", use_gzip=False)
     assert b'cohere_finetune_api_requests_total{code="200"} 1.0' in fresh
-    current[0] = snapshot(2, 0.25)  # a new snapshot is served at once, whatever the age
+    cache.prepare(snapshot(2, 0.25))  # a new snapshot is served at once, whatever the age
     clock.now = 1.1
     assert b"} 0.25" in cache.body("", use_gzip=False)[0]
 
 
 def test_text_body_parses_as_one_exposition() -> None:
-    cache, _, requests = build()
+    cache, requests = build()
     requests.labels("503").inc()
     body, content_type = cache.body("text/plain", use_gzip=False)
     assert content_type.startswith("text/plain; version=0.0.4")
@@ -87,7 +84,7 @@ def test_text_body_parses_as_one_exposition() -> None:
 
 
 def test_openmetrics_body_has_one_eof_at_the_end() -> None:
-    cache, _, requests = build()
+    cache, requests = build()
     requests.labels("200").inc()
     body, content_type = cache.body(OPENMETRICS, use_gzip=False)
     assert content_type.startswith("application/openmetrics-text")
@@ -98,11 +95,11 @@ def test_openmetrics_body_has_one_eof_at_the_end() -> None:
 
 
 def test_gzip_members_decode_to_the_plain_body() -> None:
-    cache, _, requests = build()
+    cache, requests = build()
     requests.labels("200").inc()
     for accept in ("", OPENMETRICS):
         zipped, _ = cache.body(accept, use_gzip=True)
         plain, _ = cache.body(accept, use_gzip=False)
         assert zipped[:2] == b"\x1f\x8b"
         assert gzip.decompress(zipped) == plain
-    assert cache.renders == 2  # one per format, shared by plain and gzip
+    assert cache.renders == 1  # every format prepared once, when the snapshot was published

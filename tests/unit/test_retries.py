@@ -15,15 +15,10 @@ import pytest
 from aioresponses import aioresponses
 from pydantic import SecretStr
 
-from exporter.api.budget import RequestBudget
-from exporter.api.client import (
-    ApiStatusError,
-    ApiTransportError,
-    ClientObserver,
-    CohereClient,
-    RetryPolicy,
-    parse_retry_after,
-)
+from exporter.providers.cohere.client import CohereClient
+from exporter.upstream.budget import RequestBudget
+from exporter.upstream.client import ClientObserver, JsonClient, RetryPolicy, parse_retry_after
+from exporter.upstream.errors import ApiStatusError, ApiTransportError
 
 STEPS = re.compile(r"^http://api\.test/v1/finetuning/finetuned-models/m/training-step-metrics")
 PAGE = {"step_metrics": [{"step_number": 3, "metrics": {"loss": 1.0}}]}
@@ -76,10 +71,11 @@ async def built(per_minute: int, retry: RetryPolicy) -> AsyncIterator[Harness]:
     budget = RequestBudget(per_minute, clock=fake.monotonic, sleep=fake.sleep)
     seen = Recorder(fake)
     async with aiohttp.ClientSession() as session:
-        client = CohereClient(
+        http = JsonClient(
             session,
             base_url="http://api.test",
             api_key=SecretStr("k"),
+            timeout=10.0,
             observer=seen,
             budget=budget,
             retry=retry,
@@ -87,6 +83,7 @@ async def built(per_minute: int, retry: RetryPolicy) -> AsyncIterator[Harness]:
             wall_clock=fake.wall,
             rng=random.Random(4),
         )
+        client = CohereClient(http)
         yield Harness(client, fake, budget, seen)
 
 

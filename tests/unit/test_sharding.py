@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 
-from exporter.config import ConfigError, load_settings
-from exporter.sharding import Shard, shard_of
+from exporter.core.sharding import Shard, shard_of
+from exporter.settings import ConfigError, load_settings
 
 IDS = [str(uuid.UUID(int=n * 7919 + 1, version=4)) for n in range(3000)]
 
@@ -21,13 +25,38 @@ def test_every_model_in_exactly_one_shard(count: int) -> None:
     assert min(sizes) > len(IDS) / count * 0.85  # roughly even
 
 
-def test_assignment_depends_on_the_id_alone() -> None:
-    before = {m: shard_of(m, 5) for m in IDS[:1000]}
-    grown = IDS[:1000] + [str(uuid.uuid4()) for _ in range(500)]
-    assert all(shard_of(m, 5) == before[m] for m in grown[:1000])
-    assert shard_of("fee37446-7fc7-42f9-a026-c6ba2fcc422d", 4) == shard_of(
-        "fee37446-7fc7-42f9-a026-c6ba2fcc422d", 4
+# Pinned: replicas of different versions must agree, so the assignment may never change.
+# Each is the first 8 bytes of SHA-256 of the ID, big-endian, modulo the count.
+GOLDEN = {
+    "fee37446-7fc7-42f9-a026-c6ba2fcc422d": (0, 0, 5, 966),
+    "ft-44129430-ac08-4136-9774-aed81e0164a4": (0, 2, 5, 510),
+    "model-alpha": (0, 2, 3, 574),
+    "a": (0, 1, 4, 458),
+}
+
+
+@pytest.mark.parametrize(("run_id", "shards"), GOLDEN.items())
+def test_golden_assignments(run_id: str, shards: tuple[int, ...]) -> None:
+    assert tuple(shard_of(run_id, count) for count in (2, 3, 7, 1024)) == shards
+
+
+def test_assignment_is_the_same_in_every_process() -> None:
+    """Python salts ``hash`` per process; the shard must not depend on it."""
+    here = {m: shard_of(m, 7) for m in IDS[:300]}
+    script = (
+        "import json, sys; from exporter.core.sharding import shard_of; "
+        "print(json.dumps({m: shard_of(m, 7) for m in json.load(sys.stdin)}))"
     )
+    for seed in ("0", "1", "4242"):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            input=json.dumps(IDS[:300]),
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert json.loads(done.stdout) == here, seed
 
 
 def test_index_must_be_below_count() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.spikes import SpikeRule, SpikeTracker
-from exporter.state import ModelState, load_state, save_state
+from exporter.core.spikes import SpikeRule, SpikeTracker
+from exporter.core.state import SavedRun, load_state, save_state
 
 RULE = SpikeRule(metrics=("cross_entropy",), factor=2.0, window=4)
 
@@ -67,13 +67,34 @@ def test_remembered_history_is_not_counted_but_is_used() -> None:
 def test_state_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.json"
     saved = {
-        "m": ModelState(
-            7, "oldest-first", "tok", {"cross_entropy": [1.0, 2.0]}, {"loss": 2}, {"loss": 1}, 9
-        )
+        "cohere": {
+            "m": SavedRun(
+                position=7,
+                cursor={"order": "oldest-first", "resume_token": "tok"},
+                history={"cross_entropy": [1.0, 2.0]},
+                outliers={"loss": 2},
+                nonfinite={"loss": 1},
+                processed=9,
+            )
+        },
+        "together": {"ft-1": SavedRun(position=3)},
     }
     save_state(path, saved)
     assert load_state(path) == saved
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temporary left
+
+
+def test_a_version_1_file_resumes_cohere_models(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(
+        '{"version":1,"models":{"m":{"position":7,"order":"oldest-first",'
+        '"resume_token":"tok","history":{"cross_entropy":[1.0]},"outliers":{"cross_entropy":2},'
+        '"nonfinite":{},"processed":9}}}'
+    )
+    (saved,) = load_state(path)["cohere"].values()
+    assert saved.position == 7
+    assert saved.cursor == {"order": "oldest-first", "resume_token": "tok"}
+    assert (saved.outliers, saved.processed) == ({"cross_entropy": 2}, 9)
 
 
 def test_missing_state_is_a_first_start(tmp_path: Path) -> None:
@@ -81,7 +102,15 @@ def test_missing_state_is_a_first_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["not json", '{"version": 99, "models": {}}', '{"version": 1, "models": {"m": {}}}']
+    "text",
+    [
+        "not json",
+        '{"version": 99, "models": {}}',
+        '{"version": 1, "models": {"m": {}}}',
+        '{"version": 2, "providers": {"cohere": {"m": {"position": "seven"}}}}',
+        '{"version": 2, "providers": {"cohere": {"m": {"position": 1, "surprise": 1}}}}',
+        "[" * 100_000,
+    ],
 )
 def test_broken_state_is_ignored_with_a_warning(
     tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
@@ -96,6 +125,6 @@ def test_broken_state_is_ignored_with_a_warning(
 def test_an_unwritable_state_file_is_reported_not_raised(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    problem = save_state(blocker / "state.json", {"m": ModelState(1)})
+    problem = save_state(blocker / "state.json", {"cohere": {"m": SavedRun(position=1)}})
     assert problem is not None
     assert "NotADirectoryError" in problem or "FileExistsError" in problem

@@ -1,4 +1,4 @@
-"""Typed views of the API's answers, lenient where the real API is and strict where it matters.
+"""Typed views of Cohere's answers, lenient where the real API is and strict where it matters.
 
 The API speaks proto3 JSON: zero values are left out, ``null`` means the default, doubles may
 come as strings (``"NaN"``, ``"Infinity"``), timestamps carry up to nine fractional digits.

@@ -1,12 +1,15 @@
-"""Settings of the ``serve`` command, from flags, environment, ``.env`` and a key file.
+"""Settings of every command, from flags, environment, ``.env`` and key files.
 
-Every field names its command-line flag in ``json_schema_extra`` so that the flag parser, the
-``check-config`` output, the error messages and the README table all come from this one class.
+``Settings`` is the one source of defaults: every component is built from it by one factory,
+and nothing else restates a default. Each field names its command-line flag (and whether it is
+a secret) in ``json_schema_extra``; ``spelling()`` is the one reader of that metadata, so the
+flag parser, ``check-config``, error messages and the README table spell a setting alike.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,16 +26,15 @@ from yarl import URL
 
 ENV_PREFIX = "COHERE_EXPORTER_"
 DEFAULT_PORT = 10042
-FINAL_STATUSES = frozenset({"STATUS_READY", "STATUS_FAILED", "STATUS_DELETED"})
 
-# Model IDs go into a URL path. Real IDs are UUIDs; anything outside RFC 3986's unreserved set
+# Run IDs go into a URL path. Real IDs are UUIDs; anything outside RFC 3986's unreserved set
 # (or a dot segment) could steer the request to another path, so it is refused up front.
-_MODEL_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_RUN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
-def flag(name: str, *, env: tuple[str, ...] = (), secret: bool = False) -> dict[str, Any]:
-    """Metadata that ties a settings field to its flag (and any extra environment names)."""
-    return {"flag": name, "env": list(env), "secret": secret}
+def flag(name: str, *, secret: bool = False) -> dict[str, Any]:
+    """Metadata that ties a settings field to its flag ("" for environment-only secrets)."""
+    return {"flag": name, "secret": secret}
 
 
 def parse_listen_address(value: str) -> tuple[str | None, int]:
@@ -47,8 +49,43 @@ def parse_listen_address(value: str) -> tuple[str | None, int]:
     return (host or None), port
 
 
+def check_api_url(value: str) -> str:
+    """An http(s) base URL with a host and nothing that a request path could not follow."""
+    url = URL(value.strip())
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError(f"expected an http(s) URL with a host, got {value!r}")
+    if url.query_string or url.fragment:
+        raise ValueError("the API URL may not carry a query or fragment")
+    return str(url).rstrip("/")
+
+
+def split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def check_run_ids(value: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [v for v in value if not _RUN_ID.fullmatch(v) or v in {".", ".."}]
+    if bad:
+        raise ValueError(
+            f"IDs may hold only letters, digits and . _ ~ - (got {', '.join(map(repr, bad))})"
+        )
+    return tuple(dict.fromkeys(value))
+
+
+def read_key(path: Path, field: str) -> SecretStr:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{field}: cannot read {path}: {exc.__class__.__name__}") from None
+    if not text:
+        raise ValueError(f"{field}: {path} is empty")
+    return SecretStr(text)
+
+
 class Settings(BaseSettings):
-    """What ``serve`` needs; ``check-config`` prints it with the key masked."""
+    """What every command needs; ``check-config`` prints it with secrets masked."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -80,13 +117,13 @@ class Settings(BaseSettings):
             "cohere_api_url", f"{ENV_PREFIX}COHERE_API_URL", "CO_API_URL"
         ),
         description="Base URL of the Cohere API.",
-        json_schema_extra=flag("--cohere.api-url", env=("CO_API_URL",)),
+        json_schema_extra=flag("--cohere.api-url"),
     )
     cohere_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("cohere_api_key", "CO_API_KEY", "COHERE_API_KEY"),
         description="API key (environment only; prefer the key file).",
-        json_schema_extra=flag("", env=("CO_API_KEY", "COHERE_API_KEY"), secret=True),
+        json_schema_extra=flag("", secret=True),
     )
     cohere_api_key_file: Path | None = Field(
         default=None,
@@ -140,27 +177,27 @@ class Settings(BaseSettings):
     poll_discovery_interval: float = Field(
         default=300.0,
         gt=0,
-        description="Seconds between refreshes of the model list and statuses.",
+        description="Seconds between refreshes of the run list and statuses.",
         json_schema_extra=flag("--poll.discovery-interval"),
     )
     poll_final_refresh_interval: float = Field(
         default=21600.0,
         gt=0,
-        description="Seconds between re-reads of a finished (READY/FAILED/DELETED) model.",
+        description="Seconds between re-reads of a finished (succeeded/failed/cancelled) run.",
         json_schema_extra=flag("--poll.final-refresh-interval"),
     )
     poll_page_size: int = Field(
         default=50,
         ge=1,
         le=1000,
-        description="page_size asked of the step-metrics endpoint.",
+        description="page_size asked of paged step-metrics endpoints (Cohere).",
         json_schema_extra=flag("--poll.page-size"),
     )
     shard_count: int = Field(
         default=1,
         ge=1,
         le=1024,
-        description="Replicas that split the models between them by a hash of the model ID.",
+        description="Replicas that split the runs between them by a hash of the run ID.",
         json_schema_extra=flag("--shard.count"),
     )
     shard_index: int = Field(
@@ -189,19 +226,19 @@ class Settings(BaseSettings):
     )
     state_file: Path | None = Field(
         default=None,
-        description="File that keeps each model's last processed step across restarts.",
+        description="File that keeps each run's last processed step across restarts.",
         json_schema_extra=flag("--state.file"),
     )
     limits_max_models: int = Field(
         default=5000,
         ge=1,
-        description="Most models exported; the most recently created are kept.",
+        description="Most runs exported per provider; the most recently created are kept.",
         json_schema_extra=flag("--limits.max-models"),
     )
     limits_max_metrics_per_model: int = Field(
         default=100,
         ge=1,
-        description="Most metric names exported per model (alphabetical order).",
+        description="Most metric names exported per run (alphabetical order).",
         json_schema_extra=flag("--limits.max-metrics-per-model"),
     )
     log_level: Literal["debug", "info", "warn", "error"] = Field(
@@ -215,33 +252,9 @@ class Settings(BaseSettings):
         json_schema_extra=flag("--log.format"),
     )
 
-    @field_validator("cohere_models", "spike_metrics", mode="before")
-    @classmethod
-    def _split_models(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("cohere_models")
-    @classmethod
-    def _check_model_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [v for v in value if not _MODEL_ID.fullmatch(v) or v in {".", ".."}]
-        if bad:
-            raise ValueError(
-                "model IDs may hold only letters, digits and . _ ~ - "
-                f"(got {', '.join(map(repr, bad))})"
-            )
-        return tuple(dict.fromkeys(value))
-
-    @field_validator("cohere_api_url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        url = URL(value.strip())
-        if url.scheme not in {"http", "https"} or not url.host:
-            raise ValueError(f"expected an http(s) URL with a host, got {value!r}")
-        if url.query_string or url.fragment:
-            raise ValueError("the API URL may not carry a query or fragment")
-        return str(url).rstrip("/")
+    _split = field_validator("cohere_models", "spike_metrics", mode="before")(split_list)
+    _ids = field_validator("cohere_models")(check_run_ids)
+    _url = field_validator("cohere_api_url")(check_api_url)
 
     @field_validator("web_listen_address")
     @classmethod
@@ -265,18 +278,9 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _read_key_file(self) -> Settings:
+    def _read_key_files(self) -> Settings:
         if self.cohere_api_key_file is not None:
-            path = self.cohere_api_key_file
-            try:
-                text = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(
-                    f"cohere_api_key_file: cannot read {path}: {exc.__class__.__name__}"
-                ) from None
-            if not text:
-                raise ValueError(f"cohere_api_key_file: {path} is empty")
-            self.cohere_api_key = SecretStr(text)
+            self.cohere_api_key = read_key(self.cohere_api_key_file, "cohere_api_key_file")
         elif self.cohere_api_key is not None:
             stripped = self.cohere_api_key.get_secret_value().strip()
             if not stripped:
@@ -299,6 +303,15 @@ class Settings(BaseSettings):
     def listen(self) -> tuple[str | None, int]:
         return parse_listen_address(self.web_listen_address)
 
+    def secrets(self) -> list[str]:
+        """Every secret value set, for the log handler to mask wherever it appears."""
+        found = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if spelling(name).secret and isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+        return found
+
 
 class ConfigError(Exception):
     """Every wrong setting at once, each line naming its flag, so a user fixes them in one go."""
@@ -308,19 +321,30 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def setting_names(name: str) -> str:
-    """How a user spells a field: its flag and environment variable."""
-    field = Settings.model_fields.get(name)
-    if field is None:
-        return name
+@dataclass(frozen=True)
+class Spelling:
+    """How a user spells one setting: its flag (if any), every environment name, secrecy."""
+
+    name: str
+    flag: str
+    env: tuple[str, ...]
+    secret: bool
+
+    def __str__(self) -> str:
+        return " / ".join(([self.flag] if self.flag else []) + list(self.env))
+
+
+def spelling(name: str) -> Spelling:
+    """The one reader of a field's metadata. Environment names come from what pydantic-settings
+    actually reads: the aliases where a field has them, else the prefixed field name."""
+    field = Settings.model_fields[name]
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    spelled = [str(extra["flag"])] if extra.get("flag") else []
-    env_names = extra.get("env")
-    if isinstance(env_names, list) and env_names:
-        spelled.extend(str(e) for e in env_names)
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        env = tuple(str(choice) for choice in alias.choices if choice != name)
     else:
-        spelled.append(f"{ENV_PREFIX}{name.upper()}")
-    return " / ".join(spelled)
+        env = (f"{ENV_PREFIX}{name.upper()}",)
+    return Spelling(name, str(extra.get("flag") or ""), env, bool(extra.get("secret")))
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -332,7 +356,10 @@ def describe_errors(exc: ValidationError) -> list[str]:
         name = loc[0] if loc else ""
         if not name and ":" in message:
             name, _, message = message.partition(": ")
-        problems.append(f"{setting_names(name)}: {message}" if name else message)
+        if name in Settings.model_fields:
+            problems.append(f"{spelling(name)}: {message}")
+        else:
+            problems.append(f"{name}: {message}" if name else message)
     return problems
 
 

@@ -1,8 +1,8 @@
-"""Outlier and non-finite counting over every evaluated step of one model.
+"""Outlier and non-finite counting over every evaluated step of one run.
 
 A gauge of the newest step only shows what is there when Prometheus scrapes; a loss spike that
 lasts one evaluation between two polls never reaches it. Counting here, over every step the
-poller processes, turns such a spike into a counter increment that ``increase(...) > 0``
+exporter processes, turns such a spike into a counter increment that ``increase(...) > 0``
 catches whenever Prometheus next looks.
 """
 
@@ -14,6 +14,8 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from exporter.settings import Settings
+
 MIN_HISTORY = 3  # a median of fewer values would flag the normal fast fall of early training
 
 
@@ -22,14 +24,18 @@ class SpikeRule:
     """A step is an outlier when its value is at least ``factor`` x the median of the
     previous ``window`` finite values of the same metric."""
 
-    metrics: tuple[str, ...] = ("cross_entropy", "loss")
-    factor: float = 2.0
-    window: int = 10
+    metrics: tuple[str, ...]
+    factor: float
+    window: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpikeRule:
+        return cls(settings.spike_metrics, settings.spike_factor, settings.spike_window)
 
 
 @dataclass
 class SpikeTracker:
-    """Per-model memory: recent finite values of each loss-like metric, and the counts."""
+    """Per-run memory: recent finite values of each loss-like metric, and the counts."""
 
     rule: SpikeRule
     history: dict[str, deque[float]] = field(default_factory=dict)

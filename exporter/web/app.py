@@ -1,7 +1,8 @@
 """The exporter's HTTP side: ``/metrics``, a landing page, and the two probes.
 
-Handlers read the exposition cache, whose collectors read the poller's current snapshot:
-nothing here waits on the Cohere API, so a slow or dead API never slows a scrape.
+Handlers read the exposition cache (bytes encoded when the snapshot was published) and the
+current snapshot: nothing here waits on an upstream API, so a slow or dead API never slows a
+scrape.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import __version__
+from exporter.core.snapshot import Snapshot
 from exporter.exposition import ExpositionCache
-from exporter.snapshot import Snapshot
 
 SnapshotSource = Callable[[], Snapshot]
 WRITE_CHUNK_BYTES = 256 * 1024
@@ -57,16 +58,16 @@ async def exposition(request: web.Request, cache: ExpositionCache) -> web.Stream
 def landing_page(snapshot: Snapshot, telemetry_path: str) -> str:
     rows = "\n".join(
         "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-            html.escape(m.name or "?"),
+            html.escape(m.run.name or "?"),
             html.escape(m.id),
-            html.escape(m.status.removeprefix("STATUS_") or "unknown"),
+            html.escape(("" if m.missing else m.run.status).removeprefix("STATUS_") or "unknown"),
             "-" if m.newest_step is None else m.newest_step.number,
             "up" if m.up else "down",
         )
-        for m in snapshot.models
+        for m in snapshot.runs
     )
     path = html.escape(telemetry_path.lstrip("/"), quote=True)  # relative: works behind a prefix
-    api = "reachable" if snapshot.up else "not reached"
+    api = "reachable" if all(p.up for p in snapshot.providers) else "not reached"
     state = "ready" if snapshot.ready else "waiting for the first poll cycle"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Cohere fine-tune exporter</title>
@@ -76,7 +77,7 @@ def landing_page(snapshot: Snapshot, telemetry_path: str) -> str:
 <p>Version {html.escape(__version__)}; {state}; API {api}.</p>
 <p><a href="{path}">Metrics</a> &middot; <a href="healthz">Health</a> &middot;
 <a href="readyz">Readiness</a></p>
-<h2>Polled models ({len(snapshot.models)})</h2>
+<h2>Polled models ({len(snapshot.runs)})</h2>
 <table><tr><th>Name</th><th>ID</th><th>Status</th><th>Newest step</th><th>Poll</th></tr>
 {rows}
 </table></body></html>

@@ -1,8 +1,8 @@
-"""The four read operations of the fine-tuning API over one pooled aiohttp session.
+"""One pooled, budgeted, retrying reader of JSON answers, shared by every provider's client.
 
-Every failure leaves here as a ``CohereApiError`` subclass carrying what a log line and a
-metric need (endpoint, HTTP status or transport kind, the API's message), so the poller can
-keep its last good data and say what happened without knowing aiohttp.
+Calls cost money, so every attempt (retries included) passes the per-minute ``RequestBudget``;
+a 429 pauses every request of the provider, not just the one that met it. A body is read up to
+a cap and validated whole against a pydantic model, so nothing half-parsed reaches the poller.
 """
 
 from __future__ import annotations
@@ -15,28 +15,24 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, SecretStr, ValidationError
 from yarl import URL
 
 from exporter import __version__
-from exporter.api.budget import RequestBudget
-from exporter.api.models import (
-    FinetunedModel,
-    GetFinetunedModelResponse,
-    ListFinetunedModelsResponse,
-    ListTrainingStepMetricsResponse,
-    TrainingStepMetrics,
+from exporter.upstream.budget import RequestBudget
+from exporter.upstream.errors import (
+    ApiError,
+    ApiResponseError,
+    ApiStatusError,
+    ApiTransportError,
 )
 
 USER_AGENT = f"cohere-finetune-exporter/{__version__}"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_CHARS = 200
-
-DEFAULT_REQUESTS_PER_MINUTE = 400
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
@@ -44,9 +40,13 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: a few quick retries, never a storm (the budget caps them anyway)."""
+    """How hard to try: a few quick retries, never a storm (the budget caps them anyway).
 
-    max_retries: int = 2
+    ``max_retries`` comes from the provider's settings; the rest are fixed properties of a
+    polite client rather than settings.
+    """
+
+    max_retries: int
     base_delay: float = 1.0
     max_delay: float = 20.0
     rate_limit_delay: float = 10.0  # first pause after a 429 without Retry-After, then doubled
@@ -92,75 +92,36 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-class CohereApiError(Exception):
-    """A request that produced no usable answer."""
-
-    code = "error"
-
-    def __init__(self, endpoint: str, detail: str) -> None:
-        super().__init__(f"{endpoint}: {detail}")
-        self.endpoint = endpoint
-        self.detail = detail
+def printable(text: str) -> str:
+    """One short line, safe for a log: control characters blanked, cut to a fixed length."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return cleaned[:MAX_MESSAGE_CHARS]
 
 
-class ApiStatusError(CohereApiError):
-    """The API answered with a non-2xx status; ``message`` is its own explanation."""
+def message_from_body(body: bytes, content_type: str) -> str:
+    """The API's own error message when it sent one; otherwise a short hint of the body.
 
-    def __init__(
-        self, endpoint: str, status: int, message: str, retry_after: str | None = None
-    ) -> None:
-        super().__init__(endpoint, f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        self.code = str(status)
-
-    @property
-    def is_auth_failure(self) -> bool:
-        return self.status in (401, 403)
-
-
-class ApiTransportError(CohereApiError):
-    """No HTTP answer at all: refused, reset, DNS, TLS or timed out."""
-
-    def __init__(self, endpoint: str, kind: str, detail: str) -> None:
-        super().__init__(endpoint, detail)
-        self.code = kind
-
-
-class ApiResponseError(CohereApiError):
-    """A 2xx answer whose body is not what the API promises (not JSON, wrong shape, too big)."""
-
-    def __init__(self, endpoint: str, status: int, detail: str) -> None:
-        super().__init__(endpoint, detail)
-        self.code = str(status)
-
-
-def model_path(model_id: str) -> str:
-    """Percent-encode an ID as one path segment so no ID can reach another path."""
-    if not model_id or model_id in {".", ".."}:
-        raise ValueError("a model ID may not be empty or a dot segment")
-    return quote(model_id, safe="")
-
-
-def _message_from_body(body: bytes, content_type: str) -> str:
-    """The API's ``message`` when it sent one; otherwise a short, printable hint of the body."""
+    Cohere sends ``{"message": ...}``; OpenAI-style APIs such as Together nest it as
+    ``{"error": {"message": ...}}``.
+    """
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
+    nested = data.get("error") if isinstance(data, dict) else None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         text: str = data["message"]
+    elif isinstance(nested, dict) and isinstance(nested.get("message"), str):
+        text = nested["message"]
     elif "html" in content_type:
         text = f"non-JSON {content_type} body"
     else:
         text = body.decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return text[:MAX_MESSAGE_CHARS] or "(empty body)"
+    return printable(text) or "(empty body)"
 
 
-class CohereClient:
-    """Read-only client of the fine-tuning endpoints; safe to share between tasks."""
+class JsonClient:
+    """GETs JSON from one API with a bearer key; safe to share between tasks."""
 
     def __init__(
         self,
@@ -168,26 +129,26 @@ class CohereClient:
         *,
         base_url: str,
         api_key: SecretStr | None,
-        client_name: str = "cohere-finetune-exporter",
-        timeout: float = 10.0,
+        timeout: float,
+        budget: RequestBudget,
+        retry: RetryPolicy,
+        headers: Mapping[str, str] | None = None,
         observer: ClientObserver | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         proxy: str | None = None,
     ) -> None:
         self._session = session
-        self._base = base_url.rstrip("/")
+        self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._client_name = client_name
+        self._extra_headers = dict(headers or {})
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._observer = observer or ClientObserver()
         self._max_body_bytes = max_body_bytes
-        self._budget = budget or RequestBudget(DEFAULT_REQUESTS_PER_MINUTE)
-        self._retry = retry or RetryPolicy()
+        self.budget = budget
+        self._retry = retry
         self._sleep = sleep
         self._wall = wall_clock
         self._random = rng or random.Random()
@@ -195,61 +156,15 @@ class CohereClient:
         self._proxy = proxy
 
     def __repr__(self) -> str:
-        return f"CohereClient(base_url={self._base!r}, client_name={self._client_name!r})"
+        return f"JsonClient(base_url={self.base_url!r})"
 
     def _headers(self) -> dict[str, str]:
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Client-Name": self._client_name,
-        }
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **self._extra_headers}
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
         return headers
 
-    async def list_models(
-        self, *, page_size: int = 50, page_token: str = ""
-    ) -> ListFinetunedModelsResponse:
-        params = {"page_size": str(page_size), "order_by": "created_at"}
-        if page_token:
-            params["page_token"] = page_token
-        return await self._get(
-            "list_models", "/v1/finetuning/finetuned-models", params, ListFinetunedModelsResponse
-        )
-
-    async def all_models(self, *, page_size: int = 100) -> list[FinetunedModel]:
-        """Every model of the account, following ``next_page_token`` to the end."""
-        return await collect_pages(
-            "list_models",
-            lambda token: self.list_models(page_size=page_size, page_token=token),
-            lambda page: page.finetuned_models,
-        )
-
-    async def all_step_metrics(
-        self, model_id: str, *, page_size: int = 100
-    ) -> list[TrainingStepMetrics]:
-        """Every listed step of one model, in whatever order the API pages them."""
-        return await collect_pages(
-            "list_step_metrics",
-            lambda token: self.list_step_metrics(model_id, page_size=page_size, page_token=token),
-            lambda page: page.step_metrics,
-        )
-
-    async def get_model(self, model_id: str) -> FinetunedModel:
-        path = f"/v1/finetuning/finetuned-models/{model_path(model_id)}"
-        answer = await self._get("get_model", path, {}, GetFinetunedModelResponse)
-        return answer.finetuned_model
-
-    async def list_step_metrics(
-        self, model_id: str, *, page_size: int = 50, page_token: str = ""
-    ) -> ListTrainingStepMetricsResponse:
-        path = f"/v1/finetuning/finetuned-models/{model_path(model_id)}/training-step-metrics"
-        params = {"page_size": str(page_size)}
-        if page_token:
-            params["page_token"] = page_token
-        return await self._get("list_step_metrics", path, params, ListTrainingStepMetricsResponse)
-
-    async def _get(
+    async def get(
         self,
         endpoint: str,
         path: str,
@@ -257,13 +172,13 @@ class CohereClient:
         shape: type[ResponseT],
     ) -> ResponseT:
         """One logical request: budgeted, retried on transient failures, parsed."""
-        url = URL(self._base + path, encoded=True).update_query(params)
+        url = URL(self.base_url + path, encoded=True).update_query(params)
         attempt = 0
         while True:
-            await self._budget.acquire()
+            await self.budget.acquire()
             try:
                 status, content_type, body, retry_after = await self._fetch(endpoint, url)
-            except CohereApiError as exc:
+            except ApiError as exc:
                 self._observer.request_done(endpoint, exc.code)
                 if isinstance(exc, ApiTransportError) and attempt < self._retry.max_retries:
                     await self._back_off(endpoint, exc.code, attempt)
@@ -285,7 +200,7 @@ class CohereClient:
                 continue
             if not 200 <= status < 300:
                 raise ApiStatusError(
-                    endpoint, status, _message_from_body(body, content_type), retry_after
+                    endpoint, status, message_from_body(body, content_type), retry_after
                 )
             return self._parse(endpoint, status, body, shape)
 
@@ -306,7 +221,7 @@ class CohereClient:
             )
         wait = min(wait, self._retry.max_hold)
         self._rate_limit_streak += 1
-        self._budget.hold(wait)
+        self.budget.hold(wait)
         return wait
 
     async def _fetch(self, endpoint: str, url: URL) -> tuple[int, str, bytes, str | None]:
@@ -329,7 +244,7 @@ class CohereClient:
             raise ApiTransportError(endpoint, "timeout", "request timed out") from None
         except aiohttp.ClientError as exc:
             raise ApiTransportError(
-                endpoint, "connection_error", f"{type(exc).__name__}: {_safe_error_text(exc)}"
+                endpoint, "connection_error", f"{type(exc).__name__}: {printable(str(exc))}"
             ) from None
 
     async def _read_capped(self, endpoint: str, response: aiohttp.ClientResponse) -> bytes:
@@ -368,39 +283,3 @@ class CohereClient:
             raise ApiResponseError(
                 endpoint, status, f"unexpected shape at {where or 'top level'}: {first['msg']}"
             ) from None
-
-
-class Paged(Protocol):
-    @property
-    def next_page_token(self) -> str: ...
-
-
-PageT = TypeVar("PageT", bound=Paged)
-ItemT = TypeVar("ItemT")
-MAX_PAGES = 10_000
-
-
-async def collect_pages(
-    endpoint: str,
-    fetch: Callable[[str], Awaitable[PageT]],
-    items: Callable[[PageT], list[ItemT]],
-) -> list[ItemT]:
-    """Follow page tokens to the last page; a token seen twice would loop forever, so it fails."""
-    collected: list[ItemT] = []
-    token = ""
-    seen: set[str] = set()
-    for _ in range(MAX_PAGES):
-        page = await fetch(token)
-        collected.extend(items(page))
-        token = page.next_page_token
-        if not token:
-            return collected
-        if token in seen:
-            raise ApiResponseError(endpoint, 200, "next_page_token repeats")
-        seen.add(token)
-    raise ApiResponseError(endpoint, 200, f"more than {MAX_PAGES} pages")
-
-
-def _safe_error_text(exc: BaseException) -> str:
-    """aiohttp's messages name host and port at most; keep them short and on one line."""
-    return " ".join(str(exc).split())[:MAX_MESSAGE_CHARS]

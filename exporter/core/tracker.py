@@ -1,0 +1,124 @@
+"""One run's memory between cycles: where reading stopped, the newest step, spikes, health.
+
+A tracker absorbs each batch of steps a provider returns, judges every step after its position
+exactly once, keeps the newest step for the gauges, produces its part of the snapshot and saves
+and restores itself through the state file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from types import MappingProxyType
+
+from exporter.core.provider import Run, StepRecord
+from exporter.core.snapshot import RunView
+from exporter.core.spikes import SpikeRule, SpikeTracker
+from exporter.core.state import SavedRun
+
+
+def _step_key(step: StepRecord) -> tuple[int, float]:
+    return step.number, step.created_at if step.created_at is not None else -math.inf
+
+
+def trimmed(step: StepRecord, max_metrics: int) -> tuple[StepRecord, int]:
+    """The step with at most ``max_metrics`` names (alphabetical), and how many were cut."""
+    names = sorted(step.metrics)
+    kept = MappingProxyType({name: step.metrics[name] for name in names[:max_metrics]})
+    return StepRecord(step.number, step.created_at, kept), max(0, len(names) - max_metrics)
+
+
+class RunTracker:
+    """Mutable per-run state that lives in the poller between cycles (never in a snapshot)."""
+
+    def __init__(
+        self, run: Run, rule: SpikeRule, max_metrics: int, saved: SavedRun | None = None
+    ) -> None:
+        self.run = run
+        self.newest: StepRecord | None = None
+        self.position: int | None = None  # highest step number processed; None until polled
+        self.cursor: dict[str, str] = {}
+        self.up = False
+        self.last_success: float | None = None
+        self.final_read_at: float | None = None
+        self.missing = False
+        self.spikes = SpikeTracker(rule)
+        self._max_metrics = max_metrics
+        if saved is not None:
+            self.position = saved.position
+            self.cursor = dict(saved.cursor)
+            self.spikes.restore(saved.history, saved.outliers, saved.nonfinite, saved.processed)
+
+    def update(self, run: Run) -> None:
+        """Take a fresher description; a run that just finished is read once more."""
+        if self.run.status != run.status and run.is_terminal:
+            self.final_read_at = None
+        self.run = run
+        self.missing = False
+
+    def is_due(self, now: float, final_refresh_interval: float) -> bool:
+        """Active runs every cycle; finished ones once, then every ``final_refresh_interval``."""
+        if self.missing:
+            return False
+        if not self.run.is_terminal:
+            return True
+        return self.final_read_at is None or now - self.final_read_at >= final_refresh_interval
+
+    def absorb(self, steps: Iterable[StepRecord]) -> int:
+        """Judge each step after the position exactly once, in step order; keep the newest.
+
+        Returns how many metric names the newest step lost to ``--limits.max-metrics-per-model``.
+        Steps read before the first position is known are history from before this exporter
+        looked: they fill the spike window but are not judged.
+        """
+        by_number = {s.number: s for s in sorted(steps, key=_step_key)}
+        ordered = [by_number[n] for n in sorted(by_number)]
+        if not ordered:
+            return 0
+        if self.position is None:
+            for step in ordered[-self.spikes.rule.window :]:
+                self.spikes.remember(step.metrics)
+        else:
+            for step in ordered:
+                if step.number > self.position:
+                    self.spikes.judge(step.metrics)
+        newest = ordered[-1]
+        if self.position is not None and newest.number < self.position:
+            return 0
+        self.position = newest.number
+        self.newest, dropped = trimmed(newest, self._max_metrics)
+        return dropped
+
+    def succeeded(self, wall: float, monotonic: float) -> None:
+        self.up = True
+        self.last_success = wall
+        if self.run.is_terminal:
+            self.final_read_at = monotonic
+
+    def view(self, provider: str) -> RunView:
+        spikes = self.spikes
+        return RunView(
+            provider=provider,
+            run=self.run,
+            newest_step=self.newest,
+            up=self.up,
+            last_success=self.last_success,
+            missing=self.missing,
+            outliers=MappingProxyType(dict(spikes.outliers)),
+            nonfinite=MappingProxyType(dict(spikes.nonfinite)),
+            steps_processed=spikes.processed,
+        )
+
+    def saved(self) -> SavedRun | None:
+        """What the state file keeps; nothing until the first poll has set a position."""
+        if self.position is None:
+            return None
+        spikes = self.spikes
+        return SavedRun(
+            position=self.position,
+            cursor=dict(self.cursor),
+            history={metric: list(values) for metric, values in spikes.history.items()},
+            outliers=dict(spikes.outliers),
+            nonfinite=dict(spikes.nonfinite),
+            processed=spikes.processed,
+        )

@@ -1,0 +1,1 @@
+"""The exporter's HTTP side: routes, pages and the listening socket."""
