@@ -7,6 +7,7 @@ not exist, and the lookups that failed (whose runs keep what was known). Shards 
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,17 +72,28 @@ class Discovery:
         """Raises the first ``ApiError`` when nothing at all could be learned."""
         if self._run_ids:
             return await self._look_up()
-        return self._limit(await self._provider.list_runs())
+        return await self._list()
 
-    def _limit(self, runs: Sequence[Run]) -> Discovered:
-        listed = {run.id: run for run in runs if run.id and self._shard.owns(run.id)}
-        excess = len(listed) - self._max_runs
-        found = Discovered(runs=listed, complete=True)
-        if excess > 0:
-            newest_first = sorted(listed.values(), key=lambda r: r.created_at or 0.0, reverse=True)
-            found.runs = {run.id: run for run in newest_first[: self._max_runs]}
-            found.dropped = excess
-        return found
+    async def _list(self) -> Discovered:
+        """This shard's runs of the listing, the ``max_runs`` most recently created of them.
+
+        Pages are read one at a time and only the newest ``max_runs`` runs are kept (a heap),
+        so a huge account costs time, never memory.
+        """
+        kept: list[tuple[float, str, Run]] = []  # min-heap: the oldest kept run on top
+        owned = 0
+        async for page in self._provider.list_runs():
+            for run in page:
+                if not run.id or not self._shard.owns(run.id):
+                    continue
+                owned += 1
+                entry = (run.created_at or 0.0, run.id, run)
+                if len(kept) < self._max_runs:
+                    heapq.heappush(kept, entry)
+                elif entry[:2] > kept[0][:2]:
+                    heapq.heapreplace(kept, entry)
+        runs = {run.id: run for _, _, run in kept}
+        return Discovered(runs=runs, complete=True, dropped=max(0, owned - self._max_runs))
 
     async def _look_up(self) -> Discovered:
         mine = [run_id for run_id in self._run_ids if self._shard.owns(run_id)]

@@ -8,7 +8,7 @@ nothing here knows Prometheus.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol
@@ -79,8 +79,9 @@ class Provider(Protocol):
         """Every status string the provider documents, in its own order."""
         ...
 
-    async def list_runs(self) -> Sequence[Run]:
-        """Every run of the account (the provider pages as it must)."""
+    def list_runs(self) -> AsyncIterator[Sequence[Run]]:
+        """Every run of the account, a page at a time, so that discovery can keep what it
+        needs of a huge account without holding all of it."""
         ...
 
     async def get_run(self, run_id: str) -> Run:

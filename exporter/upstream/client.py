@@ -2,7 +2,10 @@
 
 Calls cost money, so every attempt (retries included) passes the per-minute ``RequestBudget``;
 a 429 pauses every request of the provider, not just the one that met it. A body is read up to
-a cap and validated whole against a pydantic model, so nothing half-parsed reaches the poller.
+a cap, then parsed and validated whole against a pydantic model in a worker thread: nothing the
+network sends blocks the event loop, and nothing half-parsed reaches the poller. Parsing stops
+at a bounded number of JSON objects and a bounded depth, so a body of a million ``{}`` or of
+100,000 nested ``[`` costs milliseconds and a few megabytes, not gigabytes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from exporter.upstream.errors import (
 
 USER_AGENT = f"cohere-finetune-exporter/{__version__}"
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: JSON objects one answer may hold: a page of 1,000 steps has 2,000; the largest real answer
+#: (an unpaged list of thousands of jobs) well under this. Parsing stops when it is passed.
+MAX_BODY_OBJECTS = 100_000
+#: Error bodies larger than this are not parsed for a message: a message is a line.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 200
+INVALID_BODY = "invalid_body"
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
@@ -104,10 +113,12 @@ def message_from_body(body: bytes, content_type: str) -> str:
     Cohere sends ``{"message": ...}``; OpenAI-style APIs such as Together nest it as
     ``{"error": {"message": ...}}``.
     """
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        data = None
+    data: Any = None
+    if len(body) <= MAX_ERROR_BODY_BYTES:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = None
     nested = data.get("error") if isinstance(data, dict) else None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         text: str = data["message"]
@@ -116,8 +127,47 @@ def message_from_body(body: bytes, content_type: str) -> str:
     elif "html" in content_type:
         text = f"non-JSON {content_type} body"
     else:
-        text = body.decode("utf-8", "replace")
+        text = body[: MAX_MESSAGE_CHARS * 4].decode("utf-8", "replace")
     return printable(text) or "(empty body)"
+
+
+class _TooManyObjects(Exception):
+    """Raised from inside the JSON decoder to stop a flood of objects early."""
+
+
+def parse_body(endpoint: str, body: bytes, shape: type[ResponseT], max_objects: int) -> ResponseT:
+    """Decode and validate a 2xx body; every way it can be wrong is one ``ApiResponseError``.
+
+    Runs in a worker thread. The object hook counts as the decoder builds objects, so a flood
+    is refused after ``max_objects`` of them instead of after all of them.
+    """
+    built = 0
+
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal built
+        built += 1
+        if built > max_objects:
+            raise _TooManyObjects
+        return dict(pairs)
+
+    try:
+        data: Any = json.loads(body, object_pairs_hook=counted)
+    except _TooManyObjects:
+        raise ApiResponseError(endpoint, f"more than {max_objects} JSON objects") from None
+    except RecursionError:
+        raise ApiResponseError(endpoint, "JSON nested too deeply") from None
+    except ValueError:
+        raise ApiResponseError(endpoint, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ApiResponseError(endpoint, f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return shape.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ApiResponseError(
+            endpoint, f"unexpected shape at {where or 'top level'}: {first['msg']}"
+        ) from None
 
 
 class JsonClient:
@@ -135,6 +185,7 @@ class JsonClient:
         headers: Mapping[str, str] | None = None,
         observer: ClientObserver | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_objects: int = MAX_BODY_OBJECTS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -147,6 +198,7 @@ class JsonClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._observer = observer or ClientObserver()
         self._max_body_bytes = max_body_bytes
+        self._max_body_objects = max_body_objects
         self.budget = budget
         self._retry = retry
         self._sleep = sleep
@@ -178,6 +230,10 @@ class JsonClient:
             await self.budget.acquire()
             try:
                 status, content_type, body, retry_after = await self._fetch(endpoint, url)
+                if 200 <= status < 300:
+                    parsed = await asyncio.to_thread(
+                        parse_body, endpoint, body, shape, self._max_body_objects
+                    )
             except ApiError as exc:
                 self._observer.request_done(endpoint, exc.code)
                 if isinstance(exc, ApiTransportError) and attempt < self._retry.max_retries:
@@ -186,6 +242,9 @@ class JsonClient:
                     continue
                 raise
             self._observer.request_done(endpoint, str(status))
+            if 200 <= status < 300:
+                self._rate_limit_streak = 0
+                return parsed
             if status == 429:
                 wait = self._rate_limited(retry_after)
                 if attempt < self._retry.max_retries and wait <= self._retry.max_rate_limit_wait:
@@ -198,11 +257,9 @@ class JsonClient:
                 await self._back_off(endpoint, str(status), attempt)
                 attempt += 1
                 continue
-            if not 200 <= status < 300:
-                raise ApiStatusError(
-                    endpoint, status, message_from_body(body, content_type), retry_after
-                )
-            return self._parse(endpoint, status, body, shape)
+            raise ApiStatusError(
+                endpoint, status, message_from_body(body, content_type), retry_after
+            )
 
     async def _back_off(self, endpoint: str, reason: str, attempt: int) -> None:
         """Exponential backoff with full jitter, so that many clients do not retry in step."""
@@ -251,35 +308,12 @@ class JsonClient:
         """Read at most ``max_body_bytes``; a larger body is an error, not a memory spike."""
         declared = response.content_length
         if declared is not None and declared > self._max_body_bytes:
-            raise ApiResponseError(
-                endpoint, response.status, f"body of {declared} bytes exceeds the cap"
-            )
+            raise ApiResponseError(endpoint, f"body of {declared} bytes exceeds the cap")
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max_body_bytes:
-                raise ApiResponseError(
-                    endpoint, response.status, f"body exceeds {self._max_body_bytes} bytes"
-                )
+                raise ApiResponseError(endpoint, f"body exceeds {self._max_body_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
-
-    @staticmethod
-    def _parse(endpoint: str, status: int, body: bytes, shape: type[ResponseT]) -> ResponseT:
-        try:
-            data: Any = json.loads(body)
-        except ValueError:
-            raise ApiResponseError(endpoint, status, "body is not JSON") from None
-        if not isinstance(data, dict):
-            raise ApiResponseError(
-                endpoint, status, f"expected a JSON object, got {type(data).__name__}"
-            )
-        try:
-            return shape.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ApiResponseError(
-                endpoint, status, f"unexpected shape at {where or 'top level'}: {first['msg']}"
-            ) from None

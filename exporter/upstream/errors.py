@@ -49,11 +49,11 @@ class ApiTransportError(ApiError):
 
 
 class ApiResponseError(ApiError):
-    """A 2xx answer whose body is not what the API promises (not JSON, wrong shape, too big)."""
+    """An answer whose body is not what the API promises: not JSON, the wrong shape, too big,
+    too deep, too many entries, a page token that repeats. Counted as ``invalid_body`` rather
+    than as its HTTP status, so that error rates and alerts see it."""
 
-    def __init__(self, endpoint: str, status: int, detail: str) -> None:
-        super().__init__(endpoint, detail)
-        self.code = str(status)
+    code = "invalid_body"
 
 
 def is_auth_failure(error: ApiError | None) -> bool:

@@ -1,4 +1,4 @@
-"""The exporter's HTTP side: ``/metrics``, a landing page, and the two probes.
+"""The exporter's routes: ``/metrics``, a landing page, and the two probes.
 
 Handlers read the exposition cache (bytes encoded when the snapshot was published) and the
 current snapshot: nothing here waits on an upstream API, so a slow or dead API never slows a
@@ -16,43 +16,9 @@ from aiohttp.typedefs import Middleware
 from exporter import __version__
 from exporter.core.snapshot import Snapshot
 from exporter.exposition import ExpositionCache
+from exporter.web.metrics import MetricsEndpoint
 
 SnapshotSource = Callable[[], Snapshot]
-WRITE_CHUNK_BYTES = 256 * 1024
-
-
-def wants_gzip(accept_encoding: str) -> bool:
-    """True when the client lists gzip without ``q=0``."""
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in {"gzip", "*"}:
-            return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
-    return False
-
-
-async def exposition(request: web.Request, cache: ExpositionCache) -> web.StreamResponse:
-    """The body in the format the client asked for, gzipped when it said so.
-
-    A large body goes out in chunks, each written once the previous one has drained: handing
-    the transport the whole body would leave every slow scraper with its own copy of it.
-    """
-    use_gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
-    parts, content_type = cache.parts(request.headers.get("Accept", ""), use_gzip)
-    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-    if use_gzip:
-        headers["Content-Encoding"] = "gzip"
-    length = sum(len(part) for part in parts)
-    if length <= WRITE_CHUNK_BYTES:
-        return web.Response(body=b"".join(parts), headers=headers)
-    response = web.StreamResponse(headers=headers)
-    response.content_length = length
-    await response.prepare(request)
-    for part in parts:
-        view = memoryview(part)
-        for start in range(0, len(part), WRITE_CHUNK_BYTES):
-            await response.write(view[start : start + WRITE_CHUNK_BYTES])
-    await response.write_eof()
-    return response
 
 
 def landing_page(snapshot: Snapshot, telemetry_path: str) -> str:
@@ -91,9 +57,6 @@ def build_web_app(
     telemetry_path: str = "/metrics",
     middlewares: tuple[Middleware, ...] = (),
 ) -> web.Application:
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        return await exposition(request, cache)
-
     async def index(request: web.Request) -> web.Response:
         page = landing_page(snapshot_source(), telemetry_path)
         return web.Response(text=page, content_type="text/html")
@@ -107,7 +70,7 @@ def build_web_app(
         return web.Response(status=503, text="waiting for the first poll cycle\n")
 
     app = web.Application(middlewares=list(middlewares))
-    app.router.add_get(telemetry_path, metrics)
+    app.router.add_get(telemetry_path, MetricsEndpoint(cache).handle)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -41,11 +41,12 @@ STEP_FAULTS = {
     "reset": Case(Fault("reset"), "connection_error"),
     "hang": Case(Fault("hang", hang_seconds=30), "timeout"),
     "trickle": Case(Fault("trickle", trickle_interval=0.2), "timeout"),
-    "invalid-json": Case(Fault("invalid-json"), "200"),
-    "list-body": Case(Fault("list-body"), "200"),
-    "string-step": Case(Fault("string-step", endpoint="list_step_metrics"), "200"),
-    "html-200": Case(Fault("html-200"), "200"),
-    "huge-body": Case(Fault("huge-body", huge_bytes=12 * 1024 * 1024), "200"),
+    "invalid-json": Case(Fault("invalid-json"), "invalid_body"),
+    "list-body": Case(Fault("list-body"), "invalid_body"),
+    "string-step": Case(Fault("string-step", endpoint="list_step_metrics"), "invalid_body"),
+    "html-200": Case(Fault("html-200"), "invalid_body"),
+    "huge-body": Case(Fault("huge-body", huge_bytes=12 * 1024 * 1024), "invalid_body"),
+    # Every page of a repeating walk is a good answer: the walk, not a body, is refused.
     "repeat-token": Case(Fault("repeat-token", endpoint="list_step_metrics"), "200"),
 }
 

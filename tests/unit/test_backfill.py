@@ -104,7 +104,7 @@ class FakeClient:
         return ListTrainingStepMetricsResponse(step_metrics=steps, next_page_token=token)
 
     # The real paging, run over the fixed pages above.
-    all_models = CohereClient.all_models
+    model_pages = CohereClient.model_pages
     all_step_metrics = CohereClient.all_step_metrics
 
     def provider(self, page_size: int = 50) -> CohereProvider:

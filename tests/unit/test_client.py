@@ -62,6 +62,7 @@ async def client(observed: list[tuple[str, str]]) -> AsyncIterator[CohereClient]
             budget=RequestBudget(400),
             observer=Recorder(observed),
             max_body_bytes=64 * 1024,
+            max_body_objects=1000,
             retry=RetryPolicy(max_retries=0),
         )
         yield CohereClient(http)
@@ -218,6 +219,9 @@ async def test_retry_after_is_carried(client: CohereClient, mock_api: aiorespons
         ('{"step_metrics": {"a": 1}}', "step_metrics"),
         ('{"step_metrics": [{"metrics": {"loss": "high"}}]}', "metrics.loss"),
         ("<html>ok</html>", "not JSON"),
+        ("[" * 20_000 + "]" * 20_000, "nested too deeply"),
+        ('{"step_metrics": ' + "[" * 20_000 + "]" * 20_000 + "}", "nested too deeply"),
+        ('{"step_metrics": [' + ",".join(["{}"] * 1001) + "]}", "more than 1000 JSON objects"),
     ],
 )
 async def test_bad_bodies(
@@ -230,7 +234,7 @@ async def test_bad_bodies(
     mock_api.get(STEPS_URL, status=200, body=body)
     with pytest.raises(ApiResponseError, match=re.escape(detail)):
         await client.list_step_metrics(MODEL)
-    assert observed == [("list_step_metrics", "200")]
+    assert observed == [("list_step_metrics", "invalid_body")]  # not "200": alerts see it
 
 
 async def test_oversized_body(client: CohereClient, mock_api: aioresponses) -> None:

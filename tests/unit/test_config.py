@@ -76,6 +76,8 @@ def test_key_file_wins_and_is_stripped(monkeypatch: pytest.MonkeyPatch, tmp_path
         ({"cohere_models": "x?y"}, "--cohere.models", "'x?y'"),
         ({"web_listen_address": "10042"}, "--web.listen-address", "HOST:PORT"),
         ({"web_listen_address": ":99999"}, "--web.listen-address", "outside"),
+        ({"web_listen_address": ":0"}, "--web.listen-address", "outside 1-65535"),
+        ({"web_listen_address": ":\u0661\u0660\u0664\u0662"}, "--web.listen-address", "PORT"),
         ({"web_telemetry_path": "metrics"}, "--web.telemetry-path", "path like"),
         ({"log_level": "chatty"}, "--log.level", "'debug'"),
         ({"log_format": "xml"}, "--log.format", "'logfmt'"),
@@ -168,3 +170,39 @@ def test_every_command_refuses_a_bad_web_config_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: --web.config.file")
     assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:hunter2-secret@api.cohere.com", "https://hunter2-secret@api.cohere.com"],
+)
+def test_credentials_in_the_api_url_are_refused_unechoed(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(cohere_api_url=url)
+    assert "hunter2-secret" not in str(caught.value)
+    assert "user or password" in str(caught.value)
+    assert main(["check-config", "--cohere.api-url", url]) == 2
+    out, err = capsys.readouterr()
+    assert "hunter2-secret" not in out + err
+    assert err.count("\n") == 1
+
+
+def test_a_bad_scheme_is_refused_without_echoing_the_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(cohere_api_url="ftp://user:hunter2-secret@host")
+    assert "hunter2-secret" not in str(caught.value)
+
+
+def test_a_huge_bad_value_is_not_echoed_back_whole() -> None:
+    huge = "x" * 100_000
+    for overrides in (
+        {"web_listen_address": huge},
+        {"web_telemetry_path": huge},
+        {"cohere_models": ",".join(["a/b" + huge[:1000]] * 50)},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(**overrides)
+        assert len(str(caught.value)) < 400, overrides.keys()

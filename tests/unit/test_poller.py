@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -41,8 +41,8 @@ class GatedProvider:
     def run(self, run_id: str) -> Run:
         return Run(id=run_id, name=run_id, status="STATUS_FINETUNING", phase="training")
 
-    async def list_runs(self) -> list[Run]:
-        return [self.run(run_id) for run_id in self.run_ids]
+    async def list_runs(self) -> AsyncIterator[list[Run]]:
+        yield [self.run(run_id) for run_id in self.run_ids]
 
     async def get_run(self, run_id: str) -> Run:
         if run_id in self.failing_lookups:

@@ -6,7 +6,7 @@ Each method is one request through the shared ``JsonClient`` (budget, retries, c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 from urllib.parse import quote
 
@@ -48,13 +48,16 @@ class CohereClient:
             params["page_token"] = page_token
         return await self.http.get("list_models", MODELS_PATH, params, ListFinetunedModelsResponse)
 
-    async def all_models(self, *, page_size: int = 100) -> list[FinetunedModel]:
-        """Every model of the account, following ``next_page_token`` to the end."""
-        return await collect_pages(
-            "list_models",
-            lambda token: self.list_models(page_size=page_size, page_token=token),
-            lambda page: page.finetuned_models,
-        )
+    async def model_pages(self, *, page_size: int = 100) -> AsyncIterator[list[FinetunedModel]]:
+        """Every model of the account a page at a time, following ``next_page_token``."""
+        guard = PageGuard("list_models")
+        token = ""
+        while True:
+            page = await self.list_models(page_size=page_size, page_token=token)
+            yield page.finetuned_models
+            if not page.next_page_token:
+                return
+            token = guard.next(page.next_page_token)
 
     async def get_model(self, model_id: str) -> FinetunedModel:
         path = f"{MODELS_PATH}/{model_path(model_id)}"
@@ -101,9 +104,9 @@ class PageGuard:
 
     def next(self, token: str) -> str:
         if token in self._seen:
-            raise ApiResponseError(self._endpoint, 200, "next_page_token repeats")
+            raise ApiResponseError(self._endpoint, "next_page_token repeats")
         if len(self._seen) > MAX_PAGES:
-            raise ApiResponseError(self._endpoint, 200, f"more than {MAX_PAGES} pages")
+            raise ApiResponseError(self._endpoint, f"more than {MAX_PAGES} pages")
         self._seen.add(token)
         return token
 

@@ -9,7 +9,7 @@ last page, then resume there next time, so that order too costs one request per 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal
 
@@ -96,8 +96,9 @@ class CohereProvider:
         self.client = client
         self._page_size = page_size
 
-    async def list_runs(self) -> list[Run]:
-        return [to_run(m) for m in await self.client.all_models(page_size=LIST_PAGE_SIZE)]
+    async def list_runs(self) -> AsyncIterator[list[Run]]:
+        async for page in self.client.model_pages(page_size=LIST_PAGE_SIZE):
+            yield [to_run(m) for m in page]
 
     async def get_run(self, run_id: str) -> Run:
         return to_run(await self.client.get_model(run_id), run_id)

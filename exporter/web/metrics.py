@@ -1,0 +1,86 @@
+"""``/metrics``: the prepared bytes for the client's format, written so slow readers stay cheap.
+
+A large body goes out in chunks, each written once the previous one has drained: handing the
+transport the whole body would give every slow scraper a copy of its own. What a slow reader
+can still hold on to is bounded twice: at most ``MAX_STREAMS`` large bodies are being written
+at once (a further scraper gets 503 with ``Retry-After``), and a body that has not been taken
+within ``WRITE_DEADLINE_SECONDS`` is abandoned and its connection closed, so no reader keeps
+an old snapshot's bytes alive for longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from exporter.exposition import ExpositionCache
+
+log = logging.getLogger(__name__)
+WRITE_CHUNK_BYTES = 256 * 1024
+MAX_STREAMS = 16
+WRITE_DEADLINE_SECONDS = 30.0
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """True when the client lists gzip without ``q=0``."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in {"gzip", "*"}:
+            return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
+    return False
+
+
+class MetricsEndpoint:
+    """The ``/metrics`` handler over one exposition cache."""
+
+    def __init__(self, cache: ExpositionCache) -> None:
+        self._cache = cache
+        self.streaming = 0
+        self.abandoned = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        use_gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
+        parts, content_type = self._cache.parts(request.headers.get("Accept", ""), use_gzip)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if use_gzip:
+            headers["Content-Encoding"] = "gzip"
+        length = sum(len(part) for part in parts)
+        if length <= WRITE_CHUNK_BYTES:
+            return web.Response(body=b"".join(parts), headers=headers)
+        if self.streaming >= MAX_STREAMS:
+            return web.Response(
+                status=503,
+                text=f"more than {MAX_STREAMS} scrapes in flight; retry\n",
+                headers={"Retry-After": "1"},
+            )
+        self.streaming += 1
+        try:
+            return await self._stream(request, parts, headers, length)
+        finally:
+            self.streaming -= 1
+
+    async def _stream(
+        self,
+        request: web.Request,
+        parts: tuple[bytes, bytes],
+        headers: dict[str, str],
+        length: int,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers=headers)
+        response.content_length = length
+        try:
+            async with asyncio.timeout(WRITE_DEADLINE_SECONDS):
+                await response.prepare(request)
+                for part in parts:
+                    view = memoryview(part)
+                    for start in range(0, len(part), WRITE_CHUNK_BYTES):
+                        await response.write(view[start : start + WRITE_CHUNK_BYTES])
+                await response.write_eof()
+        except TimeoutError:
+            self.abandoned += 1
+            log.debug("a scrape was too slow to read its body; its connection is closed")
+            if request.transport is not None:
+                request.transport.abort()
+        return response
