@@ -1,6 +1,6 @@
 """The simulator with a fixed delay before every ``/v1`` answer, and a count of connections.
 
-Builds the app with ``exporter.simulator.build_app(SimWorld(...))`` and puts a middleware in
+Builds the app with ``exporter.simulator.build_app(CohereWorld(...))`` and puts a middleware in
 front of it that sleeps ``--latency-ms`` before each API request, as a distant API would, and
 records the peer address ``(host, port)`` of every API request: each distinct pair is one TCP
 connection the client opened, so the count shows whether connections are kept alive.
@@ -25,7 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import SimClock, SimWorld, build_app
+from exporter.simulator import SimClock, build_app
+from exporter.simulator.cohere import CohereWorld
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -59,7 +60,7 @@ async def connections(request: web.Request) -> web.Response:
     return web.json_response({"connections": len(stats.peers), "api_requests": stats.api_requests})
 
 
-def build_latency_app(world: SimWorld, latency_ms: float) -> web.Application:
+def build_latency_app(world: CohereWorld, latency_ms: float) -> web.Application:
     app = build_app(world)
     stats = ConnectionStats()
     app[STATS_KEY] = stats
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     clock = SimClock(speed=args.speed, frozen=args.speed == 0)
-    world = SimWorld(models=args.models, seed=args.seed, clock=clock)
+    world = CohereWorld(models=args.models, seed=args.seed, clock=clock)
     asyncio.run(serve(args.host, args.port, build_latency_app(world, args.latency_ms)))
     return 0
 

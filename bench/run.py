@@ -601,7 +601,7 @@ def bench_poll(children: Children, plan: Plan, concurrency: int, deadline: Deadl
         sim_url = f"http://127.0.0.1:{sim_port}"
         wait_ok(f"{sim_url}/healthz", sim, deadline, limit=60, what="latency simulator")
         truth = get_json(f"{sim_url}/simulator/truth")
-        active_ids = {m["id"] for m in truth["models"] if m["status"] in ACTIVE_STATUSES}
+        active_ids = {m["id"] for m in truth["runs"] if m["status"] in ACTIVE_STATUSES}
         run = PollRun(concurrency, plan.poll_models, len(active_ids), plan.latency_ms, 0, 0)
         # The grid leaves room for a cycle that walks the list too, plus a gap to read counters.
         walk_s = run.list_pages * plan.latency_ms / 1000.0
@@ -640,7 +640,7 @@ def bench_poll(children: Children, plan: Plan, concurrency: int, deadline: Deadl
             counts = get_json(f"{sim_url}/simulator/requests")
             get_json(f"{sim_url}/simulator/reset-requests", method="POST")
             now_connections = int(get_json(f"{sim_url}/bench/connections")["connections"])
-            by_model: dict[str, int] = counts["step_metrics_by_model"]
+            by_model: dict[str, int] = counts["steps_by_run"]
             cycle = Cycle(
                 started=seen - current,
                 duration=current,

@@ -261,7 +261,8 @@ def simulator_key(args: argparse.Namespace) -> str | None:
 def run_simulate(args: argparse.Namespace) -> int:
     from exporter.service import serve_until_stopped
     from exporter.settings import parse_listen_address
-    from exporter.simulator import SimClock, SimWorld, run_simulator
+    from exporter.simulator import SimClock, run_simulator
+    from exporter.simulator.cohere import CohereWorld
 
     try:
         host, port = parse_listen_address(args.listen)
@@ -273,7 +274,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise ConfigError(["--speed: must be above 0"])
     api_key = simulator_key(args)
     setup_logging(args.log_level, "logfmt", [api_key] if api_key else [])
-    world = SimWorld(
+    world = CohereWorld(
         models=args.models,
         seed=args.seed,
         clock=SimClock(speed=args.speed),

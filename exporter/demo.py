@@ -16,13 +16,14 @@ from pydantic import SecretStr
 
 from exporter.service import serve
 from exporter.settings import Settings
-from exporter.simulator import FaultInjector, Scenario, SimClock, SimWorld, build_app
+from exporter.simulator import FaultInjector, Scenario, SimClock, build_app
+from exporter.simulator.cohere import CohereWorld
 
 log = logging.getLogger(__name__)
 NEW_RUN_SECONDS = 45.0
 
 
-async def keep_runs_coming(world: SimWorld) -> None:
+async def keep_runs_coming(world: CohereWorld) -> None:
     while True:
         await asyncio.sleep(NEW_RUN_SECONDS)
         model_id = world.add_model()
@@ -42,7 +43,7 @@ async def demo(
     order: Literal["newest-first", "oldest-first"] = (
         "oldest-first" if step_order == "oldest-first" else "newest-first"
     )
-    world = SimWorld(
+    world = CohereWorld(
         models=models,
         seed=seed,
         clock=SimClock(speed=speed),

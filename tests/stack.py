@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.service import Exporter, new_session
 from exporter.settings import load_settings
-from exporter.simulator import FaultInjector, Scenario, SimClock, SimWorld, build_app
+from exporter.simulator import FaultInjector, Scenario, SimClock, build_app
+from exporter.simulator.cohere import CohereWorld
 from exporter.upstream.client import RetryPolicy
 
 API_KEY = "sk-sim-5e3b9c1d7a2f4e6b8c0d"
@@ -40,7 +41,7 @@ class ManualClock:
 
 @dataclass
 class Stack:
-    world: SimWorld
+    world: CohereWorld
     sim_clock: SimClock
     poll_clock: ManualClock
     exporter: Exporter
@@ -111,11 +112,11 @@ async def simulated_stack(
     api_key: str = API_KEY,
     retry: RetryPolicy | None = None,
     scenario: Scenario | None = None,
-    world: SimWorld | None = None,
+    world: CohereWorld | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     if world is None:
-        world = SimWorld(
+        world = CohereWorld(
             models=models,
             seed=seed,
             clock=SimClock(speed=1.0, frozen=True),

@@ -1,16 +1,18 @@
-"""A simulator of Cohere's fine-tuning API: run and test the exporter without a Cohere account.
+"""Simulators of the fine-tuning APIs the exporter reads: run and test it without an account.
 
-``SimWorld`` is a deterministic account driven by a ``SimClock``; ``build_app`` serves it over
-HTTP with Cohere's paths, paging and proto3 JSON quirks; ``run_simulator`` serves it until
-cancelled. A ``Scenario`` (``load_scenario``) scripts the account instead: named models with
-exact timings, loss spikes and NaNs where a test wants them. A ``FaultInjector`` holding ``Fault``
+``new_world`` builds a deterministic account of one provider (``PROVIDERS``) driven by a
+``SimClock``; ``build_app`` serves it over HTTP with that provider's paths and quirks, plus the
+``/simulator/*`` control routes every provider shares; ``run_simulator`` serves it until
+cancelled. A ``Scenario`` (``load_scenario``) scripts the account instead: named runs with exact
+timings, loss spikes and NaNs where a test wants them. A ``FaultInjector`` holding ``Fault``
 objects makes the answers fail on demand: error statuses, 429s, dropped and hung connections,
-malformed or huge bodies.
+malformed or huge bodies. Each provider's own classes live in its subpackage
+(``exporter.simulator.cohere``).
 """
 
-from exporter.simulator.app import build_app, run_simulator
 from exporter.simulator.clock import SimClock
 from exporter.simulator.faults import Fault, FaultInjector, FaultKind
+from exporter.simulator.providers import PROVIDERS, build_app, new_world, run_simulator
 from exporter.simulator.scenario import (
     Scenario,
     ScenarioError,
@@ -19,9 +21,9 @@ from exporter.simulator.scenario import (
     bundled_scenarios,
     load_scenario,
 )
-from exporter.simulator.world import SimStep, SimWorld
 
 __all__ = [
+    "PROVIDERS",
     "Fault",
     "FaultInjector",
     "FaultKind",
@@ -30,10 +32,9 @@ __all__ = [
     "ScriptedModel",
     "ScriptedSpike",
     "SimClock",
-    "SimStep",
-    "SimWorld",
     "build_app",
     "bundled_scenarios",
     "load_scenario",
+    "new_world",
     "run_simulator",
 ]

@@ -1,7 +1,7 @@
-"""Scripted accounts: named models with exact timings, scripted loss spikes and non-finite values.
+"""Scripted accounts: named runs with exact timings, scripted loss spikes and non-finite values.
 
-A random ``SimWorld`` shows what the exporter meets in the wild; a ``Scenario`` is for tests that
-must know in advance what happens and when ("a loss spike on one model and a healthy run on
+A random world shows what the exporter meets in the wild; a ``Scenario`` is for tests that must
+know in advance what happens and when ("a loss spike on one model and a healthy run on
 another"). Scripted models follow the same curve shapes as random ones but with mild noise only
 (at most 3% either way) and no random spikes or NaNs: whatever stands out was scripted.
 
@@ -16,22 +16,31 @@ A scenario file is YAML or JSON::
       - name: nan-run
         non_finite: [[64, NaN]]      # or [{step: 64, value: NaN}]
 
-Every mistake is a ``ValueError`` (a ``ScenarioError``) whose message starts with the path of the
-offending field, such as ``models[0].spikes[0].step: 90 is not a multiple of eval_every (8)``.
+The models are pydantic models (frozen, unknown fields refused). Every mistake is a
+``ValueError`` (a ``ScenarioError``) whose message starts with the path of the offending field,
+such as ``models[0].spikes[0].step: 90 is not a multiple of eval_every (8)``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
 import json
 import math
 import pathlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 #: The spellings Cohere (protojson) uses for non-finite doubles.
 NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -43,6 +52,7 @@ STANDARD_METRICS: Final = frozenset(
 
 #: Scenario files shipped with the package, loadable by name through ``load_scenario``.
 BUNDLED_DIR: Final = "scenarios"
+_ECHO: Final = 60
 
 
 class ScenarioError(ValueError):
@@ -53,109 +63,150 @@ class ScenarioError(ValueError):
         self.field = field
         self.reason = reason
 
-    def under(self, prefix: str) -> ScenarioError:
-        """The same error with ``prefix`` put in front of the field path."""
-        if not self.field:
-            return ScenarioError(prefix, self.reason)
-        joiner = "" if self.field.startswith("[") else "."
-        return ScenarioError(f"{prefix}{joiner}{self.field}", self.reason)
+
+# --------------------------------------------------------------------------- errors
 
 
-@contextlib.contextmanager
-def _within(prefix: str) -> Iterator[None]:
-    try:
-        yield
-    except ScenarioError as exc:
-        raise exc.under(prefix) from None
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _ECHO else text[: _ECHO - 3] + "..."
 
 
-# --------------------------------------------------------------------------- field checks
+def _fail(field: str, reason: str) -> PydanticCustomError:
+    """A rule broken at ``field`` (relative to the model being checked; "" for the model)."""
+    return PydanticCustomError("scenario", "{reason}", {"field": field, "reason": reason})
 
 
-def _int(field: str, value: object, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(field, f"must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ScenarioError(field, f"must be at least {minimum}, got {value}")
-    return value
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
-def _float(
-    field: str, value: object, *, minimum: float | None = None, above: bool = False
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ScenarioError(field, f"must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ScenarioError(field, f"must be finite, got {value!r}")
-    if minimum is not None and (number <= minimum if above else number < minimum):
-        relation = "above" if above else "at least"
-        raise ScenarioError(field, f"must be {relation} {minimum:g}, got {value!r}")
-    return number
+def _reason(error: Mapping[str, Any], known: str) -> str:
+    """Say what is wrong in this module's words (pydantic's are about Python types)."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    reasons = {
+        "missing": "missing",
+        "extra_forbidden": f"unknown field (known: {known})",
+        "int_type": f"must be an integer, got {_cut(value)}",
+        "float_type": f"must be a number, got {_cut(value)}",
+        "finite_number": f"must be finite, got {_cut(value)}",
+        "string_type": f"must be a non-empty string, got {_cut(value)}",
+        "string_too_short": f"must be a non-empty string, got {_cut(value)}",
+        "tuple_type": f"must be a list, got {_cut(value)}",
+        "model_type": f"must be a mapping ({ctx.get('class_name')} fields), got {_cut(value)}",
+        "dict_type": f"must be a mapping, got {_cut(value)}",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}, got {_cut(value)}",
+        "greater_than": f"must be above {ctx.get('gt')}, got {_cut(value)}",
+    }
+    return reasons.get(kind, str(error["msg"]))
 
 
-def _str(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ScenarioError(field, f"must be a non-empty string, got {value!r}")
-    return value
+def scenario_error(exc: ValidationError) -> ScenarioError:
+    """The first problem of ``exc`` as a ``ScenarioError`` naming the path of the field.
+
+    A nested model built from a mapping goes through its own ``__init__``, so its problem
+    arrives here already as a ``ScenarioError`` (wrapped in a pydantic "value_error") whose
+    path is relative to it.
+    """
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(error["loc"])
+    ctx = error.get("ctx") or {}
+    nested = ctx.get("error")
+    if error["type"] == "value_error" and isinstance(nested, ScenarioError):
+        relative, reason = nested.field, nested.reason
+    elif error["type"] == "scenario":
+        relative, reason = str(ctx.get("field", "")), str(ctx["reason"])
+    else:
+        owner = _owner(exc.title, loc)
+        known = ", ".join(sorted(owner.model_fields)) if owner is not None else ""
+        relative, reason = "", _reason(error, known)
+    path = _path(loc)
+    if relative:
+        path = f"{path}{'' if relative.startswith('[') or not path else '.'}{relative}"
+    return ScenarioError(path, reason)
 
 
-def _tuple(field: str, value: object) -> tuple[Any, ...]:
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    raise ScenarioError(field, f"must be a list, got {value!r}")
+def _owner(title: str, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class whose field list an "unknown field" error should quote."""
+    owner: type[BaseModel] | None = {c.__name__: c for c in _MODELS}.get(title)
+    for part in loc[:-1]:
+        if owner is Scenario and part == "models":
+            owner = ScriptedModel
+        elif owner is ScriptedModel and part == "spikes":
+            owner = ScriptedSpike
+        elif isinstance(part, str):
+            return None
+    return owner
 
 
-def _mapping(field: str, value: object, known: frozenset[str]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ScenarioError(field, f"must be a mapping, got {value!r}")
-    for key in value:
-        if key not in known:
-            where = f"{field}.{key}" if field else str(key)
-            raise ScenarioError(where, f"unknown field (known: {', '.join(sorted(known))})")
-    return value
+class _Strict(BaseModel):
+    """Frozen, no unknown fields, no silent conversions; errors are ``ScenarioError``s."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-def _set(instance: object, name: str, value: object) -> None:
-    """Normalise a field of a frozen dataclass (an int given for a float field becomes a float)."""
-    object.__setattr__(instance, name, value)
-
-
-def _names(cls: type[Any]) -> frozenset[str]:
-    return frozenset(f.name for f in fields(cls))
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise scenario_error(exc) from None
 
 
 # --------------------------------------------------------------------------- the model
 
 
-@dataclass(frozen=True)
-class ScriptedSpike:
+class ScriptedSpike(_Strict):
     """A loss spike: from evaluated ``step`` on, ``evaluations`` evaluations in a row are spiked.
 
     ``cross_entropy``, ``generation_cross_entropy`` and every extra metric are multiplied by
     ``factor``; accuracies are left alone.
     """
 
-    step: int
-    factor: float = 5.0
-    evaluations: int = 1
-
-    def __post_init__(self) -> None:
-        _int("step", self.step, minimum=0)
-        _set(self, "factor", _float("factor", self.factor, minimum=0.0, above=True))
-        _int("evaluations", self.evaluations, minimum=1)
-
-    @classmethod
-    def from_dict(cls, data: object) -> ScriptedSpike:
-        """Build from a mapping with ``step`` and optionally ``factor`` and ``evaluations``."""
-        raw = _mapping("", data, _names(cls))
-        if "step" not in raw:
-            raise ScenarioError("step", "missing")
-        return cls(**raw)
+    step: Annotated[int, Field(ge=0)]
+    factor: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
+    evaluations: Annotated[int, Field(ge=1)] = 1
 
 
-@dataclass(frozen=True)
-class ScriptedModel:
+def _non_finite_value(value: object) -> object:
+    """JSON readers turn a bare ``NaN`` into a float: map it back to Cohere's spelling."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _non_finite_entry(item: object) -> tuple[Any, Any]:
+    """``[step, value]`` or ``{step: ..., value: ...}``, checked into a ``(step, value)`` pair."""
+    if isinstance(item, Mapping):
+        for key in item:
+            if key not in ("step", "value"):
+                raise _fail(str(key), "unknown field (known: step, value)")
+        for key in ("step", "value"):
+            if key not in item:
+                raise _fail(key, "missing")
+        step, value = item["step"], item["value"]
+    elif isinstance(item, list | tuple) and len(item) == 2:
+        step, value = item
+    else:
+        raise _fail("", f"must be [step, value] or {{step, value}}, got {_cut(item)}")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise _fail("step", f"must be an integer, got {_cut(step)}")
+    if step < 0:
+        raise _fail("step", f"must be at least 0, got {step}")
+    value = _non_finite_value(value)
+    if value not in NON_FINITE:
+        raise _fail("value", f"{_cut(value)} is not one of {', '.join(map(repr, NON_FINITE))}")
+    return step, value
+
+
+NonFinite = Annotated[tuple[int, str], BeforeValidator(_non_finite_entry)]
+Name = Annotated[str, Field(min_length=1)]
+
+
+class ScriptedModel(_Strict):
     """One scripted fine-tuned model; times are simulated seconds.
 
     Created ``starts_at`` seconds after the clock's start (negative: before it; positive: the model
@@ -165,84 +216,69 @@ class ScriptedModel:
     and READY. With ``fail_at_step`` the model turns FAILED when training reaches that step.
     """
 
-    name: str
-    eval_every: int = 8
-    step_seconds: float = 2.0
-    total_steps: int = 400
-    queue_seconds: float = 5.0
-    deploy_seconds: float = 30.0
-    starts_at: float = 0.0
-    fail_at_step: int | None = None
-    spikes: tuple[ScriptedSpike, ...] = ()
-    non_finite: tuple[tuple[int, str], ...] = ()
-    extra_metrics: tuple[str, ...] = ()
+    name: Name
+    eval_every: Annotated[int, Field(ge=1)] = 8
+    step_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+    total_steps: Annotated[int, Field(ge=1)] = 400
+    queue_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    deploy_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    starts_at: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    fail_at_step: Annotated[int, Field(ge=1)] | None = None
+    spikes: tuple[ScriptedSpike, ...] = Field(default=(), strict=False)
+    non_finite: tuple[NonFinite, ...] = Field(default=(), strict=False)
+    extra_metrics: tuple[Name, ...] = Field(default=(), strict=False)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        _str("name", self.name)
-        eval_every = _int("eval_every", self.eval_every, minimum=1)
-        _set(self, "step_seconds", _float("step_seconds", self.step_seconds, minimum=0, above=True))
-        total = _int("total_steps", self.total_steps, minimum=1)
-        _set(self, "queue_seconds", _float("queue_seconds", self.queue_seconds, minimum=0.0))
-        _set(self, "deploy_seconds", _float("deploy_seconds", self.deploy_seconds, minimum=0.0))
-        _set(self, "starts_at", _float("starts_at", self.starts_at))
-        _int("seed", self.seed)
-        last = total
-        if self.fail_at_step is not None:
-            fail = _int("fail_at_step", self.fail_at_step, minimum=1)
-            if fail > total:
-                raise ScenarioError("fail_at_step", f"{fail} is beyond total_steps ({total})")
-            last = fail - 1
-        last -= last % eval_every  # the last step that is evaluated
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, name: str) -> str:
+        if not name.strip():
+            raise _fail("", f"must be a non-empty string, got {_cut(name)}")
+        return name
+
+    @model_validator(mode="after")
+    def _scripted_steps_exist(self) -> ScriptedModel:
+        total, eval_every = self.total_steps, self.eval_every
+        if self.fail_at_step is not None and self.fail_at_step > total:
+            raise _fail("fail_at_step", f"{self.fail_at_step} is beyond total_steps ({total})")
+        last = self.evaluated_steps[-1]
 
         def evaluated(field: str, step: int) -> None:
             if step % eval_every:
-                raise ScenarioError(field, f"{step} is not a multiple of eval_every ({eval_every})")
+                raise _fail(field, f"{step} is not a multiple of eval_every ({eval_every})")
             if step > last:
-                raise ScenarioError(field, f"{step} is after the last evaluated step ({last})")
+                raise _fail(field, f"{step} is after the last evaluated step ({last})")
 
         spiked: dict[int, int] = {}
-        for i, spike in enumerate(_tuple("spikes", self.spikes)):
-            if not isinstance(spike, ScriptedSpike):
-                raise ScenarioError(f"spikes[{i}]", f"must be a ScriptedSpike, got {spike!r}")
+        for i, spike in enumerate(self.spikes):
             evaluated(f"spikes[{i}].step", spike.step)
             end = spike.step + (spike.evaluations - 1) * eval_every
             if end > last:
-                raise ScenarioError(
+                raise _fail(
                     f"spikes[{i}].evaluations",
                     f"{spike.evaluations} evaluations from step {spike.step} run past the last "
                     f"evaluated step ({last})",
                 )
             for step in range(spike.step, end + 1, eval_every):
                 if step in spiked:
-                    raise ScenarioError(
+                    raise _fail(
                         f"spikes[{i}].step", f"overlaps spikes[{spiked[step]}] at step {step}"
                     )
                 spiked[step] = i
-
         seen: set[int] = set()
-        for i, entry in enumerate(_tuple("non_finite", self.non_finite)):
-            if not isinstance(entry, tuple) or len(entry) != 2:
-                raise ScenarioError(f"non_finite[{i}]", f"must be a (step, value) pair: {entry!r}")
-            step = _int(f"non_finite[{i}].step", entry[0], minimum=0)
+        for i, (step, _value) in enumerate(self.non_finite):
             evaluated(f"non_finite[{i}].step", step)
-            if entry[1] not in NON_FINITE:
-                raise ScenarioError(
-                    f"non_finite[{i}].value",
-                    f"{entry[1]!r} is not one of {', '.join(map(repr, NON_FINITE))}",
-                )
             if step in seen:
-                raise ScenarioError(f"non_finite[{i}].step", f"step {step} is listed twice")
+                raise _fail(f"non_finite[{i}].step", f"step {step} is listed twice")
             seen.add(step)
-
         extras: set[str] = set()
-        for i, metric in enumerate(_tuple("extra_metrics", self.extra_metrics)):
-            _str(f"extra_metrics[{i}]", metric)
+        for i, metric in enumerate(self.extra_metrics):
             if metric in STANDARD_METRICS:
-                raise ScenarioError(f"extra_metrics[{i}]", f"{metric!r} is reported anyway")
+                raise _fail(f"extra_metrics[{i}]", f"{metric!r} is reported anyway")
             if metric in extras:
-                raise ScenarioError(f"extra_metrics[{i}]", f"{metric!r} is listed twice")
+                raise _fail(f"extra_metrics[{i}]", f"{metric!r} is listed twice")
             extras.add(metric)
+        return self
 
     # ----------------------------------------------------------------- derived
 
@@ -267,82 +303,30 @@ class ScriptedModel:
                 return NON_FINITE[value]
         return None
 
-    @classmethod
-    def from_dict(cls, data: object) -> ScriptedModel:
-        """Build from a mapping as found in a scenario file (lists for the tuple fields)."""
-        raw = dict(_mapping("", data, _names(cls)))
-        if "name" not in raw:
-            raise ScenarioError("name", "missing")
-        if "spikes" in raw:
-            spikes = []
-            for i, item in enumerate(_tuple("spikes", raw["spikes"])):
-                with _within(f"spikes[{i}]"):
-                    spikes.append(ScriptedSpike.from_dict(item))
-            raw["spikes"] = tuple(spikes)
-        if "non_finite" in raw:
-            raw["non_finite"] = tuple(
-                _non_finite_entry(f"non_finite[{i}]", item)
-                for i, item in enumerate(_tuple("non_finite", raw["non_finite"]))
-            )
-        if "extra_metrics" in raw:
-            raw["extra_metrics"] = _tuple("extra_metrics", raw["extra_metrics"])
-        return cls(**raw)
 
-
-def _non_finite_value(field: str, value: object) -> object:
-    """JSON readers turn a bare ``NaN`` into a float: map it back to Cohere's spelling."""
-    if isinstance(value, float) and not math.isfinite(value):
-        if math.isnan(value):
-            return "NaN"
-        return "Infinity" if value > 0 else "-Infinity"
-    if not isinstance(value, str):
-        raise ScenarioError(field, f"must be one of {', '.join(map(repr, NON_FINITE))}")
-    return value
-
-
-def _non_finite_entry(field: str, item: object) -> tuple[Any, Any]:
-    """``[step, value]`` or ``{step: ..., value: ...}``."""
-    if isinstance(item, Mapping):
-        raw = _mapping(field, item, frozenset({"step", "value"}))
-        for key in ("step", "value"):
-            if key not in raw:
-                raise ScenarioError(f"{field}.{key}", "missing")
-        step, value = raw["step"], raw["value"]
-    elif isinstance(item, list | tuple) and len(item) == 2:
-        step, value = item
-    else:
-        raise ScenarioError(field, f"must be [step, value] or {{step, value}}, got {item!r}")
-    return step, _non_finite_value(f"{field}.value", value)
-
-
-@dataclass(frozen=True)
-class Scenario:
+class Scenario(_Strict):
     """A scripted account: exactly these models, in this order."""
 
-    models: tuple[ScriptedModel, ...]
+    models: tuple[ScriptedModel, ...] = Field(strict=False)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Scenario:
         names: dict[str, int] = {}
-        for i, model in enumerate(_tuple("models", self.models)):
-            if not isinstance(model, ScriptedModel):
-                raise ScenarioError(f"models[{i}]", f"must be a ScriptedModel, got {model!r}")
+        for i, model in enumerate(self.models):
             if model.name in names:
-                raise ScenarioError(
+                raise _fail(
                     f"models[{i}].name", f"{model.name!r} is also models[{names[model.name]}]"
                 )
             names[model.name] = i
+        return self
 
     @classmethod
     def from_dict(cls, data: object) -> Scenario:
         """Build from the parsed contents of a scenario file: ``{"models": [...]}``."""
-        raw = _mapping("", data, _names(cls))
-        if "models" not in raw:
-            raise ScenarioError("models", "missing")
-        models = []
-        for i, item in enumerate(_tuple("models", raw["models"])):
-            with _within(f"models[{i}]"):
-                models.append(ScriptedModel.from_dict(item))
-        return cls(models=tuple(models))
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise scenario_error(exc) from None
 
     @staticmethod
     def load(path: pathlib.Path) -> Scenario:
@@ -365,6 +349,9 @@ class Scenario:
             return Scenario.from_dict(data)
         except ScenarioError as exc:
             raise ScenarioError(exc.field, f"{exc.reason} (in {source})") from None
+
+
+_MODELS: Final = (Scenario, ScriptedModel, ScriptedSpike)
 
 
 def bundled_scenarios() -> list[str]:

@@ -16,7 +16,8 @@ import pytest
 from exporter.backfill import BackfillResult
 from exporter.backfill_command import read_history
 from exporter.settings import load_settings
-from exporter.simulator import SimClock, SimStep, SimWorld, build_app
+from exporter.simulator import SimClock, build_app
+from exporter.simulator.cohere import CohereWorld, SimStep
 from tests.e2e.services import binary, free_port, get_json, running
 from tests.stack import API_KEY, serve_app
 
@@ -46,8 +47,8 @@ def seconds(at_ms: int) -> str:
     return f"{at_ms // 1000}.{at_ms % 1000:03d}"
 
 
-async def backfill_simulator() -> tuple[SimWorld, str, BackfillResult]:
-    world = SimWorld(models=6, seed=7, clock=SimClock(frozen=True), api_key=API_KEY)
+async def backfill_simulator() -> tuple[CohereWorld, str, BackfillResult]:
+    world = CohereWorld(models=6, seed=7, clock=SimClock(frozen=True), api_key=API_KEY)
     async with serve_app(build_app(world)) as sim:
         settings = load_settings(cohere_api_url=sim.url, cohere_api_key=API_KEY, poll_page_size=7)
         out = io.StringIO()

@@ -54,7 +54,7 @@ def test_backfill_writes_every_step_and_stays_quiet(tmp_path: Path) -> None:
         model = sample.labels["finetuned_model_id"]
         per_model[model] = per_model.get(model, 0) + 1
         assert sample.timestamp is not None
-    expected = {m["id"]: m["step_count"] for m in truth["models"] if m["step_count"]}
+    expected = {m["id"]: m["step_count"] for m in truth["runs"] if m["step_count"]}
     assert per_model == expected
     assert refused.returncode == 1
     assert "401" in refused.stderr

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import Scenario, ScriptedModel, ScriptedSpike, SimClock, SimWorld
+from exporter.simulator import Scenario, ScriptedModel, ScriptedSpike, SimClock
+from exporter.simulator.cohere import CohereWorld
 from tests.stack import API_KEY, Stack, StepOrder, model_sample, simulated_stack
 
 pytestmark = pytest.mark.integration
@@ -47,8 +48,8 @@ def counters(
     )
 
 
-def world(order: StepOrder) -> SimWorld:
-    return SimWorld(
+def world(order: StepOrder) -> CohereWorld:
+    return CohereWorld(
         clock=SimClock(speed=1.0, frozen=True), step_order=order, api_key=API_KEY, scenario=SCRIPT
     )
 
@@ -123,7 +124,7 @@ async def test_counters_catch_the_spikes_that_a_60_second_gauge_misses() -> None
             ),
         )
     )
-    sim = SimWorld(clock=SimClock(speed=1.0, frozen=True), api_key=API_KEY, scenario=script)
+    sim = CohereWorld(clock=SimClock(speed=1.0, frozen=True), api_key=API_KEY, scenario=script)
     async with simulated_stack(world=sim) as stack:
         (model,) = sim.model_ids()
         await stack.exporter.run_cycle()

@@ -83,13 +83,13 @@ async def test_one_request_per_active_model_per_cycle(order: StepOrder) -> None:
         assert active, "the account has running models"
         for _ in range(3):
             world.request_counts.clear()
-            world.step_requests_by_model.clear()
+            world.steps_by_run.clear()
             stack.poll_clock.advance(60)
             await stack.exporter.run_cycle()
             assert world.request_counts["list_step_metrics"] == len(active)
             assert world.request_counts["list_models"] == 0  # discovery not due yet
-            assert all(world.step_requests_by_model[m] == 1 for m in active)
-            assert all(world.step_requests_by_model[m] == 0 for m in finals)
+            assert all(world.steps_by_run[m] == 1 for m in active)
+            assert all(world.steps_by_run[m] == 0 for m in finals)
 
 
 async def test_oldest_first_resumes_at_the_last_page() -> None:
@@ -119,10 +119,10 @@ async def test_discovery_and_final_refresh_intervals() -> None:
             await stack.exporter.run_cycle()
             walks.append(world.request_counts["list_models"])
         assert sum(walks) == 2
-        world.step_requests_by_model.clear()
+        world.steps_by_run.clear()
         stack.poll_clock.advance(3600)
         await stack.exporter.run_cycle()
-        assert all(world.step_requests_by_model[m] == 1 for m in finals)
+        assert all(world.steps_by_run[m] == 1 for m in finals)
 
 
 async def test_a_run_that_finishes_is_read_once_more_then_left_alone() -> None:
@@ -140,11 +140,11 @@ async def test_a_run_that_finishes_is_read_once_more_then_left_alone() -> None:
         stack.poll_clock.advance(60)
         await stack.exporter.run_cycle()  # discovery sees the final status, reads once more
         await assert_metrics_match_simulator(stack)
-        world.step_requests_by_model.clear()
+        world.steps_by_run.clear()
         for _ in range(3):
             stack.poll_clock.advance(60)
             await stack.exporter.run_cycle()
-        assert world.step_requests_by_model[target] == 0
+        assert world.steps_by_run[target] == 0
 
 
 async def test_a_removed_model_leaves_metrics() -> None:

@@ -26,28 +26,30 @@ class Case:
 
 
 STEP_FAULTS = {
-    "500": Case(Fault("status", status=500), "500"),
-    "502": Case(Fault("status", status=502), "502"),
-    "503": Case(Fault("status", status=503), "503"),
-    "504": Case(Fault("status", status=504), "504"),
-    "401": Case(Fault("status", status=401), "401"),
-    "403": Case(Fault("status", status=403), "403"),
-    "404-one-model": Case(Fault("status", status=404), "404"),
-    "429-seconds": Case(Fault("rate-limit", retry_after="seconds", retry_after_seconds=1), "429"),
-    "429-http-date": Case(
-        Fault("rate-limit", retry_after="http-date", retry_after_seconds=1), "429"
+    "500": Case(Fault(kind="status", status=500), "500"),
+    "502": Case(Fault(kind="status", status=502), "502"),
+    "503": Case(Fault(kind="status", status=503), "503"),
+    "504": Case(Fault(kind="status", status=504), "504"),
+    "401": Case(Fault(kind="status", status=401), "401"),
+    "403": Case(Fault(kind="status", status=403), "403"),
+    "404-one-model": Case(Fault(kind="status", status=404), "404"),
+    "429-seconds": Case(
+        Fault(kind="rate-limit", retry_after="seconds", retry_after_seconds=1), "429"
     ),
-    "429-no-header": Case(Fault("rate-limit"), "429"),
-    "reset": Case(Fault("reset"), "connection_error"),
-    "hang": Case(Fault("hang", hang_seconds=30), "timeout"),
-    "trickle": Case(Fault("trickle", trickle_interval=0.2), "timeout"),
-    "invalid-json": Case(Fault("invalid-json"), "invalid_body"),
-    "list-body": Case(Fault("list-body"), "invalid_body"),
-    "string-step": Case(Fault("string-step", endpoint="list_step_metrics"), "invalid_body"),
-    "html-200": Case(Fault("html-200"), "invalid_body"),
-    "huge-body": Case(Fault("huge-body", huge_bytes=12 * 1024 * 1024), "invalid_body"),
+    "429-http-date": Case(
+        Fault(kind="rate-limit", retry_after="http-date", retry_after_seconds=1), "429"
+    ),
+    "429-no-header": Case(Fault(kind="rate-limit"), "429"),
+    "reset": Case(Fault(kind="reset"), "connection_error"),
+    "hang": Case(Fault(kind="hang", hang_seconds=30), "timeout"),
+    "trickle": Case(Fault(kind="trickle", trickle_interval=0.2), "timeout"),
+    "invalid-json": Case(Fault(kind="invalid-json"), "invalid_body"),
+    "list-body": Case(Fault(kind="list-body"), "invalid_body"),
+    "string-step": Case(Fault(kind="string-step", endpoint="list_step_metrics"), "invalid_body"),
+    "html-200": Case(Fault(kind="html-200"), "invalid_body"),
+    "huge-body": Case(Fault(kind="huge-body", huge_bytes=12 * 1024 * 1024), "invalid_body"),
     # Every page of a repeating walk is a good answer: the walk, not a body, is refused.
-    "repeat-token": Case(Fault("repeat-token", endpoint="list_step_metrics"), "200"),
+    "repeat-token": Case(Fault(kind="repeat-token", endpoint="list_step_metrics"), "200"),
 }
 
 
@@ -133,13 +135,13 @@ async def test_step_endpoint_faults(
 
 
 LIST_FAULTS = {
-    "404-list": (Fault("status", status=404, endpoint="list_models"), "404"),
-    "410-list": (Fault("status", status=410, endpoint="list_models"), "410"),
-    "401-list": (Fault("status", status=401, endpoint="list_models"), "401"),
-    "503-list": (Fault("status", status=503, endpoint="list_models"), "503"),
-    "reset-list": (Fault("reset", endpoint="list_models"), "connection_error"),
-    "repeat-token-list": (Fault("repeat-token", endpoint="list_models"), "200"),
-    "unknown-status": (Fault("unknown-status", endpoint="list_models"), "200"),
+    "404-list": (Fault(kind="status", status=404, endpoint="list_models"), "404"),
+    "410-list": (Fault(kind="status", status=410, endpoint="list_models"), "410"),
+    "401-list": (Fault(kind="status", status=401, endpoint="list_models"), "401"),
+    "503-list": (Fault(kind="status", status=503, endpoint="list_models"), "503"),
+    "reset-list": (Fault(kind="reset", endpoint="list_models"), "connection_error"),
+    "repeat-token-list": (Fault(kind="repeat-token", endpoint="list_models"), "200"),
+    "unknown-status": (Fault(kind="unknown-status", endpoint="list_models"), "200"),
 }
 
 
@@ -195,7 +197,7 @@ async def test_refused_connection_is_survived() -> None:
 async def test_a_fifth_of_requests_failing_leaves_every_model_served() -> None:
     quick = RetryPolicy(max_retries=2, base_delay=0.001, max_delay=0.001)
     async with simulated_stack(models=10, retry=quick) as stack:
-        stack.faults.set([Fault("status", status=503, probability=0.2)])
+        stack.faults.set([Fault(kind="status", status=503, probability=0.2)])
         for _ in range(5):
             await stack.exporter.run_cycle()
             stack.poll_clock.advance(60)

@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.simulator import Fault, FaultInjector, SimClock, SimWorld, build_app
-from exporter.simulator.faults import HTML_BODY, PADDING_FIELD, UNKNOWN_STATUS, error_message
+from exporter.simulator import Fault, FaultInjector, SimClock, build_app
+from exporter.simulator.cohere import CohereWorld
+from exporter.simulator.cohere.app import UNKNOWN_STATUS
+from exporter.simulator.responses import HTML_BODY, PADDING_FIELD, error_message
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +42,7 @@ class Tracker:
 
 @dataclass
 class Sim:
-    world: SimWorld
+    world: CohereWorld
     faults: FaultInjector
     tracker: Tracker
     base: str
@@ -87,7 +89,7 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
         *faults: Fault, handler_cancellation: bool = False, seed: int = 0, **world_args: Any
     ) -> Sim:
         world_args.setdefault("models", 4)
-        world = SimWorld(clock=SimClock(start_unix=START, frozen=True), **world_args)
+        world = CohereWorld(clock=SimClock(start_unix=START, frozen=True), **world_args)
         injector = FaultInjector(faults, seed=seed)
         tracker = Tracker()
         app = build_app(world, injector)
@@ -366,7 +368,7 @@ async def test_auth_comes_first_and_injected_requests_count(sim_factory: SimFact
     report = await sim.get("/simulator/requests")
     assert report["list_models"] == 2
     assert report["list_step_metrics"] == 1
-    assert report["step_metrics_by_model"] == {model_id: 1}
+    assert report["steps_by_run"] == {model_id: 1}
     assert sim.faults.injected == {"status": 2}
 
 

@@ -17,11 +17,10 @@ from exporter.simulator import (
     Scenario,
     ScriptedModel,
     SimClock,
-    SimWorld,
     build_app,
     load_scenario,
 )
-from exporter.simulator.world import StepOrder
+from exporter.simulator.cohere import CohereWorld, StepOrder
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ def _reject_constant(name: str) -> Any:
 
 @dataclass
 class Served:
-    world: SimWorld
+    world: CohereWorld
     clock: SimClock
     base: str
     session: aiohttp.ClientSession
@@ -70,7 +69,7 @@ class Served:
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     clock = SimClock(start_unix=START, frozen=True)
-    world = SimWorld(clock=clock, scenario=load_scenario("spike-and-healthy"))
+    world = CohereWorld(clock=clock, scenario=load_scenario("spike-and-healthy"))
     server = TestServer(build_app(world), host="127.0.0.1", port=0)
     await server.start_server()
     session = aiohttp.ClientSession()
@@ -90,7 +89,7 @@ async def test_example_scenario_is_served(served: Served) -> None:
     assert statuses["spiky-run"] == "STATUS_QUEUED"
     assert body["total_size"] == 4
     truth = await served.get("/simulator/truth")
-    assert {m["name"]: m["step_count"] for m in truth["models"]} == {
+    assert {m["name"]: m["step_count"] for m in truth["runs"]} == {
         "finished-run": 51,
         "spiky-run": 0,
         "healthy-run": 0,
@@ -98,7 +97,7 @@ async def test_example_scenario_is_served(served: Served) -> None:
     }
     served.clock.advance(500)
     truth = await served.get("/simulator/truth")
-    assert {m["name"]: m["status"] for m in truth["models"]} == dict.fromkeys(
+    assert {m["name"]: m["status"] for m in truth["runs"]} == dict.fromkeys(
         ["finished-run", "spiky-run", "healthy-run", "nan-run"], "STATUS_READY"
     )
 
@@ -126,14 +125,14 @@ async def test_step_pages_show_the_spike(served: Served) -> None:
     assert all(b < 1.1 * a for a, b in itertools.pairwise(healthy_ce))
     assert not any("loss" in m for m in healthy.values())
     truth = await served.get("/simulator/truth")
-    newest = {m["name"]: m["newest_step"]["step_number"] for m in truth["models"]}
+    newest = {m["name"]: m["newest_step"]["step_number"] for m in truth["runs"]}
     assert newest["spiky-run"] == 296
 
 
 @pytest.mark.parametrize("step_order", ["newest-first", "oldest-first"])
 async def test_step_pages_show_the_nan_as_a_string(step_order: StepOrder) -> None:
     clock = SimClock(start_unix=START, frozen=True)
-    world = SimWorld(
+    world = CohereWorld(
         clock=clock, scenario=load_scenario("spike-and-healthy"), step_order=step_order
     )
     server = TestServer(build_app(world), host="127.0.0.1", port=0)
@@ -154,7 +153,7 @@ async def test_step_pages_show_the_nan_as_a_string(step_order: StepOrder) -> Non
             assert nan_steps == [64]
             assert all(math.isfinite(m["cross_entropy"]) for n, m in steps.items() if n != 64)
             truth = await served.get("/simulator/truth")
-            newest = next(m for m in truth["models"] if m["name"] == "nan-run")["newest_step"]
+            newest = next(m for m in truth["runs"] if m["name"] == "nan-run")["newest_step"]
             assert newest["step_number"] == 160
         finally:
             await server.close()
@@ -163,14 +162,14 @@ async def test_step_pages_show_the_nan_as_a_string(step_order: StepOrder) -> Non
 async def test_scripted_model_appears_when_created() -> None:
     clock = SimClock(start_unix=START, frozen=True)
     scenario = Scenario(models=(ScriptedModel(name="late", starts_at=30.0),))
-    world = SimWorld(clock=clock, scenario=scenario)
+    world = CohereWorld(clock=clock, scenario=scenario)
     server = TestServer(build_app(world), host="127.0.0.1", port=0)
     await server.start_server()
     async with aiohttp.ClientSession() as session:
         try:
             served = Served(world, clock, str(server.make_url("")).rstrip("/"), session)
             assert await served.ids_by_name() == {}
-            assert (await served.get("/simulator/truth"))["models"] == []
+            assert (await served.get("/simulator/truth"))["runs"] == []
             clock.advance(30)
             ids = await served.ids_by_name()
             assert list(ids) == ["late"]

@@ -25,8 +25,9 @@ from exporter.providers.cohere.models import (
     TrainingStepMetrics,
 )
 from exporter.providers.cohere.provider import CohereProvider, to_record
-from exporter.simulator import SimClock, SimWorld, build_app
-from exporter.simulator.encoding import timestamp
+from exporter.simulator import SimClock, build_app
+from exporter.simulator.cohere import CohereWorld
+from exporter.simulator.cohere.encoding import timestamp
 from exporter.upstream.budget import RequestBudget
 from exporter.upstream.client import JsonClient, RetryPolicy
 from exporter.upstream.errors import ApiResponseError, ApiStatusError
@@ -376,7 +377,7 @@ async def test_no_steps_gives_an_empty_but_valid_file() -> None:
 
 @pytest.mark.parametrize("step_order", ["newest-first", "oldest-first"])
 async def test_against_the_simulator_every_step_in_both_orders(step_order: StepOrder) -> None:
-    world = SimWorld(
+    world = CohereWorld(
         models=6, seed=7, clock=SimClock(frozen=True), step_order=step_order, api_key=API_KEY
     )
     async with serve_app(build_app(world)) as sim, aiohttp.ClientSession() as session:

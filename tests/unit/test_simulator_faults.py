@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -95,6 +94,54 @@ def test_bad_specs_name_the_key(spec: str, key: str) -> None:
         Fault.parse(spec)
 
 
+def test_every_field_reads_back_from_a_spec() -> None:
+    fault = Fault(
+        kind="rate-limit",
+        endpoint="get_model",
+        model=MODEL,
+        probability=0.25,
+        count=4,
+        status=502,
+        retry_after="http-date",
+        retry_after_seconds=11,
+        hang_seconds=2.5,
+        trickle_interval=0.125,
+        huge_bytes=2048,
+    )
+    values = fault.to_json()
+    assert all(value != Fault.model_fields[key].default for key, value in values.items())
+    spec = ",".join(f"{key}={value}" for key, value in values.items())
+    assert Fault.parse(spec) == fault
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("kind=status,model=" + "x" * 5000 + ",endpoint=list_models", "model"),
+        ("kind=status,endpoint=" + "x" * 5000, "endpoint"),
+        ("kind=" + "x" * 5000, "kind"),
+        ("kind=status,status=" + "x" * 5000, "status"),
+        ("kind=status," + "x" * 5000 + "=1", "unknown fault key"),
+        ("kind=status," + "x" * 5000, "item"),
+    ],
+)
+def test_errors_name_the_key_but_cut_a_huge_value(spec: str, key: str) -> None:
+    with pytest.raises(ValueError, match=key) as caught:
+        Fault.parse(spec)
+    message = str(caught.value)
+    assert "x" * 50 in message  # the start of the value is shown...
+    assert "x" * 61 not in message  # ...but never more than 60 characters of it
+
+
+def test_json_errors_cut_a_huge_value_too() -> None:
+    with pytest.raises(ValueError, match="model") as caught:
+        Fault.from_json({"kind": "status", "endpoint": "list_models", "model": "y" * 99})
+    assert "y" * 61 not in str(caught.value)
+    with pytest.raises(ValueError, match="object") as caught:
+        Fault.from_json(["z" * 5000])
+    assert "z" * 61 not in str(caught.value)
+
+
 def test_smallest_huge_body_is_allowed() -> None:
     assert Fault(kind="huge-body", huge_bytes=MIN_HUGE_BYTES).huge_bytes == MIN_HUGE_BYTES
 
@@ -109,7 +156,7 @@ def test_json_round_trip() -> None:
     ]
     for fault in faults:
         data = fault.to_json()
-        assert set(data) == {f.name for f in dataclasses.fields(Fault)}
+        assert set(data) == set(Fault.model_fields)
         assert Fault.from_json(data) == fault
     assert Fault.from_json({"kind": "reset"}) == Fault(kind="reset")
 
@@ -199,7 +246,7 @@ def test_count_runs_out() -> None:
     injector = FaultInjector([fault, Fault(kind="list-body", endpoint="get_model")])
     assert injector.active[0] == fault
     assert injector.pick("get_model", MODEL) == fault
-    assert injector.active[0] == dataclasses.replace(fault, count=1)
+    assert injector.active[0] == fault.model_copy(update={"count": 1})
     assert injector.pick("get_model", MODEL) == fault
     third = injector.pick("get_model", MODEL)
     assert third is not None

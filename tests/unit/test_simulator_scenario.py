@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -19,12 +18,10 @@ from exporter.simulator import (
     ScriptedModel,
     ScriptedSpike,
     SimClock,
-    SimStep,
-    SimWorld,
     bundled_scenarios,
     load_scenario,
 )
-from exporter.simulator.world import SCRIPTED_NOISE
+from exporter.simulator.cohere import SCRIPTED_NOISE, CohereWorld, SimStep
 
 START = 1_700_000_000.0
 MS = 0.001
@@ -35,9 +32,9 @@ def frozen_clock() -> SimClock:
     return SimClock(start_unix=START, frozen=True)
 
 
-def world_of(*models: ScriptedModel, seed: int = 1) -> tuple[SimWorld, SimClock]:
+def world_of(*models: ScriptedModel, seed: int = 1) -> tuple[CohereWorld, SimClock]:
     clock = frozen_clock()
-    return SimWorld(clock=clock, seed=seed, scenario=Scenario(models=models)), clock
+    return CohereWorld(clock=clock, seed=seed, scenario=Scenario(models=models)), clock
 
 
 def all_steps(model: ScriptedModel) -> list[SimStep]:
@@ -50,7 +47,7 @@ def all_steps(model: ScriptedModel) -> list[SimStep]:
     return world.steps(model_id)
 
 
-def ids_by_name(world: SimWorld) -> dict[str, str]:
+def ids_by_name(world: CohereWorld) -> dict[str, str]:
     return {world.model(m)["name"]: m for m in world.model_ids()}
 
 
@@ -94,7 +91,7 @@ EXPECTED = Scenario(
             deploy_seconds=10.0,
             starts_at=-30.0,
             fail_at_step=150,
-            spikes=(ScriptedSpike(32, 4.0, 2), ScriptedSpike(96)),
+            spikes=(ScriptedSpike(step=32, factor=4.0, evaluations=2), ScriptedSpike(step=96)),
             non_finite=((64, "NaN"), (80, "-Infinity")),
             extra_metrics=("loss",),
             seed=9,
@@ -158,7 +155,7 @@ def test_example_scenario_is_as_documented() -> None:
     assert (healthy.eval_every, healthy.step_seconds, healthy.spikes) == (8, 1.0, ())
     assert models["finished-run"].starts_at == -2000.0
     assert models["nan-run"].non_finite == ((64, "NaN"),)
-    world = SimWorld(clock=frozen_clock(), scenario=scenario)
+    world = CohereWorld(clock=frozen_clock(), scenario=scenario)
     statuses = {world.model(m)["name"]: world.status(m) for m in world.model_ids()}
     assert statuses == {
         "finished-run": "STATUS_READY",
@@ -230,6 +227,14 @@ def test_bad_files_name_the_field(tmp_path: pathlib.Path, text: str, message: st
     assert "bad.yaml" in str(caught.value)
 
 
+def test_errors_cut_a_huge_value() -> None:
+    data = {"models": [{"name": "a"}, {"name": "b", "seed": "x" * 10_000}]}
+    with pytest.raises(ScenarioError, match=r"^models\[1\]\.seed: must be an integer") as caught:
+        Scenario.from_dict(data)
+    assert caught.value.field == "models[1].seed"
+    assert "x" * 61 not in str(caught.value)
+
+
 def test_bad_json_and_unreadable_file(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="not valid JSON"):
         Scenario.load(write(tmp_path, "bad.json", "{models: []}"))
@@ -241,11 +246,11 @@ def test_direct_construction_is_validated_too() -> None:
     with pytest.raises(ValueError, match=r"^eval_every: must be at least 1"):
         ScriptedModel(name="a", eval_every=0)
     with pytest.raises(ValueError, match=r"^spikes\[0\]\.step: 12 is not a multiple"):
-        ScriptedModel(name="a", spikes=(ScriptedSpike(12),))
+        ScriptedModel(name="a", spikes=(ScriptedSpike(step=12),))
     with pytest.raises(ValueError, match=r"^non_finite\[0\]\.value"):
         ScriptedModel(name="a", non_finite=((8, "nan"),))
-    with pytest.raises(ValueError, match=r"^models\[0\]: must be a ScriptedModel"):
-        Scenario(models=("a",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^models\[0\]: must be a mapping"):
+        Scenario(models=("a",))
 
 
 # --------------------------------------------------------------------------- the account
@@ -253,13 +258,13 @@ def test_direct_construction_is_validated_too() -> None:
 
 def test_scenario_world_holds_exactly_the_scripted_models() -> None:
     scenario = Scenario(models=tuple(ScriptedModel(name=f"m{i}") for i in range(4)))
-    world = SimWorld(models=50, seed=5, clock=frozen_clock(), scenario=scenario)
+    world = CohereWorld(models=50, seed=5, clock=frozen_clock(), scenario=scenario)
     expected = [
         str(uuid.UUID(int=random.Random(f"5:{i}").getrandbits(128), version=4)) for i in range(4)
     ]
     assert world.model_ids() == expected  # same starts_at: in the order given
     assert [world.model(m)["name"] for m in expected] == ["m0", "m1", "m2", "m3"]
-    again = SimWorld(seed=5, clock=frozen_clock(), scenario=scenario)
+    again = CohereWorld(seed=5, clock=frozen_clock(), scenario=scenario)
     for model_id in expected:
         assert world.model(model_id) == again.model(model_id)
 
@@ -398,10 +403,10 @@ def test_spike_exactly_where_scripted(step: int, factor: float, evaluations: int
     spiky = ScriptedModel(
         name="spiky-run",
         seed=3,
-        spikes=(ScriptedSpike(step, factor, evaluations),),
+        spikes=(ScriptedSpike(step=step, factor=factor, evaluations=evaluations),),
         extra_metrics=("loss",),
     )
-    spiked, plain = all_steps(spiky), all_steps(dataclasses.replace(spiky, spikes=()))
+    spiked, plain = all_steps(spiky), all_steps(spiky.model_copy(update={"spikes": ()}))
     expected = set(range(step, step + evaluations * 8, 8))
     for a, b in zip(spiked, plain, strict=True):
         assert a.step_number == b.step_number
@@ -424,8 +429,14 @@ def test_spike_exactly_where_scripted(step: int, factor: float, evaluations: int
 
 
 def test_several_spikes_in_one_run() -> None:
-    model = ScriptedModel(name="m", spikes=(ScriptedSpike(40, 4.0, 1), ScriptedSpike(200, 6.0, 3)))
-    spiked, plain = all_steps(model), all_steps(dataclasses.replace(model, spikes=()))
+    model = ScriptedModel(
+        name="m",
+        spikes=(
+            ScriptedSpike(step=40, factor=4.0, evaluations=1),
+            ScriptedSpike(step=200, factor=6.0, evaluations=3),
+        ),
+    )
+    spiked, plain = all_steps(model), all_steps(model.model_copy(update={"spikes": ()}))
     ratios = {
         a.step_number: round(a.metrics["cross_entropy"] / b.metrics["cross_entropy"], 4)
         for a, b in zip(spiked, plain, strict=True)
@@ -437,7 +448,7 @@ def test_several_spikes_in_one_run() -> None:
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_only_at_the_scripted_step(value: str) -> None:
     model = ScriptedModel(name="nan-run", non_finite=((64, value),), extra_metrics=("loss",))
-    steps, plain = all_steps(model), all_steps(dataclasses.replace(model, non_finite=()))
+    steps, plain = all_steps(model), all_steps(model.model_copy(update={"non_finite": ()}))
     for a, b in zip(steps, plain, strict=True):
         ce_value = a.metrics["cross_entropy"]
         if a.step_number == 64:

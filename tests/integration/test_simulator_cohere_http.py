@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from exporter.simulator import SimClock, SimWorld, build_app, run_simulator
+from exporter.simulator import SimClock, build_app, run_simulator
+from exporter.simulator.cohere import CohereWorld
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def _reject_constant(name: str) -> Any:
 class Sim:
     """A running simulator and a session pointed at it."""
 
-    world: SimWorld
+    world: CohereWorld
     clock: SimClock
     base: str
     session: aiohttp.ClientSession
@@ -78,7 +79,7 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
 
     async def start(**kwargs: Any) -> Sim:
         clock = SimClock(start_unix=START, frozen=True)
-        world = SimWorld(clock=clock, **kwargs)
+        world = CohereWorld(clock=clock, **kwargs)
         server = TestServer(build_app(world), host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)
@@ -268,7 +269,7 @@ async def test_request_counts_and_reset(sim_factory: SimFactory) -> None:
         "list_events": 1,
         "list_step_metrics": 4,
         "delete_model": 1,
-        "step_metrics_by_model": {first: 3, second: 1},
+        "steps_by_run": {first: 3, second: 1},
         "total": 8,
         "last_client_name": "exporter-test",
         "last_user_agent": "probe/1.0",
@@ -276,13 +277,13 @@ async def test_request_counts_and_reset(sim_factory: SimFactory) -> None:
     assert await sim.call("POST", "/simulator/reset-requests") == (200, {})
     report = await sim.get("/simulator/requests")
     assert report["total"] == 0
-    assert report["step_metrics_by_model"] == {}
+    assert report["steps_by_run"] == {}
 
 
 def _nan_step(seed: int) -> tuple[str, float]:
     """Where the NaN evaluation of a 5-model account lies, found on an identical world."""
     clock = SimClock(start_unix=START, frozen=True)
-    probe = SimWorld(models=5, seed=seed, clock=clock)
+    probe = CohereWorld(models=5, seed=seed, clock=clock)
     clock.advance(FINISHED)
     for model_id in probe.model_ids():
         for step in probe.steps(model_id):
@@ -295,8 +296,8 @@ async def test_truth_advance_add_and_health(sim_factory: SimFactory) -> None:
     sim = await sim_factory(models=5)
     truth = await sim.get("/simulator/truth")
     assert truth["now"] == START
-    assert [m["id"] for m in truth["models"]] == sim.world.model_ids()
-    for entry in truth["models"]:
+    assert [m["id"] for m in truth["runs"]] == sim.world.model_ids()
+    for entry in truth["runs"]:
         newest = sim.world.newest_step(entry["id"])
         assert entry["status"] == sim.world.status(entry["id"])
         assert entry["step_count"] == len(sim.world.steps(entry["id"]))
@@ -309,7 +310,7 @@ async def test_truth_advance_add_and_health(sim_factory: SimFactory) -> None:
     status, body = await sim.call("POST", "/simulator/advance", seconds=nan_at - START)
     assert (status, body) == (200, {"now": nan_at})
     truth = await sim.get("/simulator/truth")
-    entry = next(m for m in truth["models"] if m["id"] == model_id)
+    entry = next(m for m in truth["runs"] if m["id"] == model_id)
     assert entry["newest_step"]["metrics"]["cross_entropy"] == "NaN"
     status, _ = await sim.call("POST", "/simulator/advance", seconds="soon")
     assert status == 400
@@ -317,7 +318,7 @@ async def test_truth_advance_add_and_health(sim_factory: SimFactory) -> None:
     assert status == 200
     assert sim.world.status(body["id"]) == "STATUS_QUEUED"
     truth = await sim.get("/simulator/truth")
-    assert truth["models"][-1]["id"] == body["id"]
+    assert truth["runs"][-1]["id"] == body["id"]
     assert await sim.call("GET", "/healthz") == (200, "ok")
 
 
@@ -329,7 +330,7 @@ def _free_port() -> int:
 
 
 async def test_run_simulator_serves_until_cancelled() -> None:
-    world = SimWorld(models=2, clock=SimClock(start_unix=START, frozen=True))
+    world = CohereWorld(models=2, clock=SimClock(start_unix=START, frozen=True))
     port = _free_port()
     task = asyncio.create_task(run_simulator("127.0.0.1", port, world))
     async with aiohttp.ClientSession() as session:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from exporter.simulator import encoding
+from exporter.simulator.cohere import encoding
 
 # 2024-01-17T20:25:19.331940174Z, the step timestamp of Cohere's official example.
 EXAMPLE_NS = 1_705_523_119_331_940_174

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from exporter.simulator import SimClock, SimWorld
+from exporter.simulator import SimClock
+from exporter.simulator.cohere import CohereWorld
 
 START = 1_700_000_000.0
 # Longer than any run: 30 s queue + 400 steps x 2.2 s + 61 s deploy, plus the staggering.
@@ -43,8 +44,8 @@ def test_clock_speed_runs_and_freeze_stops() -> None:
 
 
 def test_same_seed_same_account() -> None:
-    a = SimWorld(models=6, seed=7, clock=frozen_clock())
-    b = SimWorld(models=6, seed=7, clock=frozen_clock())
+    a = CohereWorld(models=6, seed=7, clock=frozen_clock())
+    b = CohereWorld(models=6, seed=7, clock=frozen_clock())
     assert a.model_ids() == b.model_ids()
     for model_id in a.model_ids():
         assert a.model(model_id) == b.model(model_id)
@@ -52,13 +53,13 @@ def test_same_seed_same_account() -> None:
 
 
 def test_other_seed_other_account() -> None:
-    a = SimWorld(models=6, seed=7, clock=frozen_clock())
-    b = SimWorld(models=6, seed=8, clock=frozen_clock())
+    a = CohereWorld(models=6, seed=7, clock=frozen_clock())
+    b = CohereWorld(models=6, seed=8, clock=frozen_clock())
     assert set(a.model_ids()).isdisjoint(b.model_ids())
 
 
 def test_ids_follow_the_documented_derivation() -> None:
-    world = SimWorld(models=3, seed=5, clock=frozen_clock())
+    world = CohereWorld(models=3, seed=5, clock=frozen_clock())
     expected = {
         str(uuid.UUID(int=random.Random(f"5:{i}").getrandbits(128), version=4)) for i in range(3)
     }
@@ -66,13 +67,13 @@ def test_ids_follow_the_documented_derivation() -> None:
 
 
 def test_model_ids_in_created_at_order() -> None:
-    world = SimWorld(models=12, clock=frozen_clock())
+    world = CohereWorld(models=12, clock=frozen_clock())
     created = [world.model(m)["created_at"] for m in world.model_ids()]
     assert created == sorted(created)
 
 
 def test_account_is_staggered_at_start() -> None:
-    world = SimWorld(models=5, clock=frozen_clock())
+    world = CohereWorld(models=5, clock=frozen_clock())
     first = str(uuid.UUID(int=random.Random("1:0").getrandbits(128), version=4))
     assert world.status(first) == "STATUS_FINETUNING"
     assert len(world.steps(first)) >= 3
@@ -82,7 +83,7 @@ def test_account_is_staggered_at_start() -> None:
 
 def test_lifecycle_moves_forward_in_order() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=1, clock=clock)
+    world = CohereWorld(models=1, clock=clock)
     model_id = world.add_model()
     order = ["STATUS_QUEUED", "STATUS_FINETUNING", "STATUS_DEPLOYING_API", "STATUS_READY"]
     seen: list[str] = []
@@ -99,7 +100,7 @@ def test_lifecycle_moves_forward_in_order() -> None:
 
 def test_completed_at_only_when_finished() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=20, clock=clock)
+    world = CohereWorld(models=20, clock=clock)
     for model_id in world.model_ids():
         model = world.model(model_id)
         finished = model["status"] in ("STATUS_READY", "STATUS_FAILED")
@@ -108,7 +109,7 @@ def test_completed_at_only_when_finished() -> None:
 
 def test_events_match_status_and_system_events_have_no_user() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=10, clock=clock)
+    world = CohereWorld(models=10, clock=clock)
     clock.advance(FINISHED)
     for model_id in world.model_ids():
         events = world.events(model_id)
@@ -122,7 +123,7 @@ def test_events_match_status_and_system_events_have_no_user() -> None:
 
 def test_steps_ascending_visible_and_evaluated_regularly() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=8, clock=clock)
+    world = CohereWorld(models=8, clock=clock)
     for model_id in world.model_ids():
         steps = world.steps(model_id)
         assert all(s.created_at <= clock.now() for s in steps)
@@ -139,7 +140,7 @@ def test_steps_ascending_visible_and_evaluated_regularly() -> None:
 
 def test_steps_appear_as_time_passes() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=1, clock=clock)
+    world = CohereWorld(models=1, clock=clock)
     model_id = world.model_ids()[0]
     before = len(world.steps(model_id))
     clock.advance(120)
@@ -148,7 +149,7 @@ def test_steps_appear_as_time_passes() -> None:
 
 def test_training_curve_improves() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=6, clock=clock)
+    world = CohereWorld(models=6, clock=clock)
     clock.advance(FINISHED)
     for model_id in world.model_ids():
         steps = world.steps(model_id)
@@ -161,7 +162,7 @@ def test_training_curve_improves() -> None:
 
 def test_spikes_and_exactly_one_nan_over_a_finished_run() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=40, clock=clock)
+    world = CohereWorld(models=40, clock=clock)
     clock.advance(FINISHED)
     nan_models = []
     spikes = evaluations = 0
@@ -178,7 +179,7 @@ def test_spikes_and_exactly_one_nan_over_a_finished_run() -> None:
 
 def test_no_nan_model_in_tiny_accounts() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=2, clock=clock)
+    world = CohereWorld(models=2, clock=clock)
     clock.advance(FINISHED)
     for model_id in world.model_ids():
         assert not any(math.isnan(s.metrics["cross_entropy"]) for s in world.steps(model_id))
@@ -186,7 +187,7 @@ def test_no_nan_model_in_tiny_accounts() -> None:
 
 def test_delete_and_add_model() -> None:
     clock = frozen_clock()
-    world = SimWorld(models=3, clock=clock)
+    world = CohereWorld(models=3, clock=clock)
     victim = world.model_ids()[1]
     world.delete(victim)
     assert victim not in world.model_ids()
@@ -201,14 +202,14 @@ def test_delete_and_add_model() -> None:
 
 
 def test_unknown_model_raises_key_error() -> None:
-    world = SimWorld(models=2, clock=frozen_clock())
+    world = CohereWorld(models=2, clock=frozen_clock())
     with pytest.raises(KeyError):
         world.steps("00000000-0000-4000-8000-000000000000")
 
 
 def test_ten_thousand_models_construct_lazily() -> None:
     began = time.perf_counter()
-    world = SimWorld(models=10_000, clock=frozen_clock())
+    world = CohereWorld(models=10_000, clock=frozen_clock())
     assert time.perf_counter() - began < 0.2
     assert world._plans == {}
     assert world._steps == {}

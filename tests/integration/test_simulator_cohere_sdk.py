@@ -19,7 +19,8 @@ import cohere
 import pytest
 from aiohttp.test_utils import TestServer
 
-from exporter.simulator import SimClock, SimWorld, build_app
+from exporter.simulator import SimClock, build_app
+from exporter.simulator.cohere import CohereWorld
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ KEY = "k"
 
 @dataclass
 class SdkSim:
-    world: SimWorld
+    world: CohereWorld
     clock: SimClock
     base_url: str
     client: Any  # cohere.Client; the SDK's own annotations are not part of this project's check
@@ -42,7 +43,7 @@ class SdkSim:
 @pytest.fixture
 async def sim_sdk() -> AsyncIterator[SdkSim]:
     clock = SimClock(start_unix=START, frozen=True)
-    world = SimWorld(models=7, clock=clock, api_key=KEY)
+    world = CohereWorld(models=7, clock=clock, api_key=KEY)
     server = TestServer(build_app(world), host="127.0.0.1", port=0)
     await server.start_server()
     base_url = str(server.make_url("")).rstrip("/")
