@@ -1,7 +1,8 @@
 """Fault injection for the simulated APIs: the failures the exporter must survive, on demand.
 
 A ``Fault`` says what goes wrong (an error status, a 429, a dropped connection, a hung or
-trickling answer, a malformed or enormous body, a page token that never ends) and for which
+trickling answer, a malformed or enormous body, a page token that never ends, JSON nested
+100,000 deep or a list of a million entries) and for which
 requests (operation, run, probability, how many times). A ``FaultInjector`` holds the active
 faults and picks, per API request, the first one that fires; the provider apps consult it after
 authentication and request counting, and ``exporter.simulator.responses.respond`` turns the
@@ -15,13 +16,21 @@ so a run repeats exactly.
 from __future__ import annotations
 
 import collections
+import json
 import random
 import threading
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 FaultKind = Literal[
     "status",
@@ -36,6 +45,8 @@ FaultKind = Literal[
     "html-200",
     "huge-body",
     "repeat-token",
+    "deep-nesting",
+    "entry-flood",
 ]
 RetryAfter = Literal["seconds", "http-date"]
 
@@ -65,11 +76,17 @@ _LIMITED: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "repeat-token": ("list_models", "list_events", "list_step_metrics"),
     },
 }
+#: Kinds that apply to every operation whose answer holds a list.
+_LIST_KINDS: Final = frozenset({"deep-nesting", "entry-flood"})
 #: Operations that name no run, so a fault aimed at one run cannot apply to them.
 _RUNLESS: Final = frozenset({"list_models"})
 
 #: The smallest huge body: ``{"simulator_padding":""}``.
 MIN_HUGE_BYTES: Final = len(b'{"simulator_padding":""}')
+#: The smallest cap of an entry flood: room for the envelope of any list, ``{"field":[]}``.
+MIN_FLOOD_BYTES: Final = 64
+#: The longest ``entry`` a flood repeats.
+MAX_ENTRY_CHARS: Final = 64 * 1024
 #: The longest value an error message repeats back.
 _ECHO: Final = 60
 
@@ -81,9 +98,17 @@ def targets(kind: str, provider: str | None = None) -> tuple[str, ...]:
     providers = OPERATIONS if provider is None else {provider: OPERATIONS[provider]}
     found: list[str] = []
     for name, operations in providers.items():
-        limited = _LIMITED[name].get(kind)
-        found += operations if limited is None else limited
+        if kind in _LIST_KINDS:
+            found += [op for op, field in operations.items() if field is not None]
+        else:
+            limited = _LIMITED[name].get(kind)
+            found += operations if limited is None else limited
     return tuple(dict.fromkeys(found))
+
+
+def _no_constant(name: str) -> Any:
+    """Refuse ``NaN`` and ``Infinity``, which Python's JSON reader accepts and JSON does not."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def _cut(value: Any) -> str:
@@ -113,6 +138,23 @@ class Fault(BaseModel):
     hang_seconds: Annotated[FiniteFloat, Field(ge=0)] = 300.0
     trickle_interval: Annotated[FiniteFloat, Field(ge=0)] = 0.05
     huge_bytes: Annotated[int, Field(ge=MIN_HUGE_BYTES)] = 64 * 1024 * 1024
+    #: deep-nesting: how many ``[`` open (and then close) the answer.
+    depth: Annotated[int, Field(ge=1)] = 100_000
+    #: entry-flood: how many copies of ``entry`` the answer's list holds (before the cap)...
+    entries: Annotated[int, Field(ge=0)] = 1_000_000
+    #: ...each this JSON text (a spec cannot hold a comma: use the JSON form for such entries)...
+    entry: Annotated[str, Field(min_length=1, max_length=MAX_ENTRY_CHARS)] = "{}"
+    #: ...and the whole body at most this many bytes (entries are cut to fit).
+    max_bytes: Annotated[int, Field(ge=MIN_FLOOD_BYTES)] = 8 * 1024 * 1024 - 1024
+
+    @field_validator("entry")
+    @classmethod
+    def _entry_is_json(cls, entry: str) -> str:
+        try:
+            json.loads(entry, parse_constant=_no_constant)
+        except ValueError:
+            raise ValueError('expected one JSON value, e.g. {} or {"id":"x"}') from None
+        return entry
 
     @model_validator(mode="after")
     def _endpoint_fits(self) -> Fault:

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from exporter.simulator.faults import Fault
+from exporter.simulator.faults import OPERATIONS, Fault
 
 HTML_BODY: Final = "<html><body>Maintenance</body></html>"
 #: The unknown field a huge body is padded with.
@@ -168,10 +168,68 @@ def _huge(request: web.Request, real: Body | None, size: int) -> Awaitable[web.S
             left -= len(block)
         yield suffix
 
+    return _streamed(request, size, chunks())
+
+
+def _repeated(unit: bytes, count: int) -> Iterable[bytes]:
+    """``unit * count`` in chunks of about ``_CHUNK`` bytes, never all of it at once."""
+    per_chunk = max(1, _CHUNK // len(unit))
+    block = unit * per_chunk
+    left = count
+    while left > 0:
+        yield block if left >= per_chunk else unit * left
+        left -= per_chunk
+
+
+def nesting_chunks(depth: int) -> Iterable[bytes]:
+    """``depth`` opening brackets, then as many closing ones: valid JSON, only very deep."""
+    yield from _repeated(b"[", depth)
+    yield from _repeated(b"]", depth)
+
+
+def flood_layout(field: str, entry: str, entries: int, max_bytes: int) -> tuple[int, int]:
+    """How many entries a flood sends and its size in bytes.
+
+    The body is ``{"<field>":[entry,entry,...]}``: as many of the ``entries`` copies as keep it
+    within ``max_bytes``.
+    """
+    envelope = len(_flood_prefix(field)) + len(b"]}")
+    item = len(entry.encode())
+    # n entries take n * item + (n - 1) bytes: the most that fit in the room left is this.
+    fit = max(0, (max_bytes - envelope + 1) // (item + 1))
+    count = min(entries, fit)
+    return count, envelope + count * item + max(count - 1, 0)
+
+
+def flood_chunks(field: str, entry: str, count: int) -> Iterable[bytes]:
+    """The body of an entry flood of ``count`` entries, streamed in chunks."""
+    item = entry.encode()
+    if count == 0:
+        yield _flood_prefix(field) + b"]}"
+        return
+    yield _flood_prefix(field) + item
+    yield from _repeated(b"," + item, count - 1)
+    yield b"]}"
+
+
+def _flood_prefix(field: str) -> bytes:
+    return b"{" + json.dumps(field).encode() + b":["
+
+
+def _streamed(
+    request: web.Request, size: int, chunks: Iterable[bytes]
+) -> Awaitable[web.StreamResponse]:
     response = web.StreamResponse(status=200)
     response.content_type = "application/json"
     response.content_length = size
-    return stream(request, response, chunks())
+    return stream(request, response, chunks)
+
+
+def _flood(request: web.Request, fault: Fault, dialect: Dialect) -> Awaitable[web.StreamResponse]:
+    field = OPERATIONS[dialect.provider][request.match_info.route.name or ""]
+    assert field is not None, "entry-flood faults only match operations that answer a list"
+    count, size = flood_layout(field, fault.entry, fault.entries, fault.max_bytes)
+    return _streamed(request, size, flood_chunks(field, fault.entry, count))
 
 
 def _body(response: web.StreamResponse) -> bytes | None:
@@ -214,6 +272,10 @@ async def respond(
         return json_response([])
     if kind == "html-200":
         return web.Response(text=HTML_BODY, content_type="text/html")
+    if kind == "deep-nesting":
+        return await _streamed(request, 2 * fault.depth, nesting_chunks(fault.depth))
+    if kind == "entry-flood":
+        return await _flood(request, fault, dialect)
     answer = await real()
     if kind == "trickle":
         return await _trickle(request, answer, fault.trickle_interval)

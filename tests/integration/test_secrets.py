@@ -38,6 +38,8 @@ FAULTS: list[dict[str, object]] = [
     {"kind": "html-200"},
     {"kind": "huge-body", "huge_bytes": 10 * 1024 * 1024},
     {"kind": "repeat-token", "endpoint": "list_models"},
+    {"kind": "deep-nesting", "endpoint": "list_step_metrics"},
+    {"kind": "entry-flood", "endpoint": "list_step_metrics"},
     # Last: a 429 pauses every request for a while, by design.
     {"kind": "rate-limit", "retry_after": "seconds", "retry_after_seconds": 1},
     {"kind": "rate-limit", "retry_after": "http-date", "retry_after_seconds": 1},

@@ -329,6 +329,84 @@ async def test_repeat_token(sim_factory: SimFactory) -> None:
     assert again["next_page_token"] == single["next_page_token"]
 
 
+async def _read(sim: Sim, path: str) -> tuple[int, str, int | None, bytes]:
+    """Status, content type, announced length and the whole body, within the deadline."""
+    async with asyncio.timeout(DEADLINE), sim.session.get(sim.url(path)) as resp:
+        return resp.status, resp.content_type, resp.content_length, await resp.read()
+
+
+def _max_depth(body: bytes) -> int:
+    """How deep the brackets of ``body`` nest, failing on any unbalanced one (no recursion)."""
+    depth = deepest = 0
+    for byte in body:
+        depth += {ord("["): 1, ord("]"): -1}.get(byte, 0)
+        assert depth >= 0, "a ] closes nothing"
+        deepest = max(deepest, depth)
+    assert depth == 0, "brackets left open"
+    return deepest
+
+
+async def test_deep_nesting(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(Fault.parse("kind=deep-nesting"))
+    status, content_type, length, body = await _read(sim, MODELS)
+    assert (status, content_type) == (200, "application/json")
+    assert length == len(body) == 2 * 100_000
+    assert _max_depth(body) == 100_000
+    assert set(body[:100_000]) == {ord("[")}  # nothing but brackets: valid JSON, just deep
+
+
+async def test_deep_nesting_of_a_given_depth_is_valid_json(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(Fault(kind="deep-nesting", depth=40, endpoint="list_step_metrics"))
+    _, _, _, body = await _read(sim, sim.steps_path())
+    value = json.loads(body)
+    for _ in range(39):
+        assert isinstance(value, list)
+        assert len(value) == 1
+        value = value[0]
+    assert value == []
+    # Operations whose answer is no list are left alone.
+    assert (await sim.get(f"{MODELS}/{sim.world.model_ids()[0]}"))["finetuned_model"]
+
+
+async def test_entry_flood_of_a_million_empty_objects(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(Fault.parse("kind=entry-flood,endpoint=list_models"))
+    status, content_type, length, body = await _read(sim, MODELS)
+    assert (status, content_type) == (200, "application/json")
+    assert length == len(body) <= 8 * 1024 * 1024 - 1024
+    listed = json.loads(body)
+    assert list(listed) == ["finetuned_models"]
+    assert len(listed["finetuned_models"]) == 1_000_000
+    assert all(entry == {} for entry in listed["finetuned_models"])
+
+
+async def test_entry_flood_of_ids_is_cut_to_the_cap(sim_factory: SimFactory) -> None:
+    cap = 8 * 1024 * 1024 - 1024
+    sim = await sim_factory(Fault.parse('kind=entry-flood,entry={"id":"x"}'))
+    _, _, length, body = await _read(sim, sim.steps_path())
+    assert length == len(body) <= cap
+    ids = json.loads(body)["step_metrics"]
+    assert 700_000 < len(ids) < 1_000_000  # cut from a million to what fits
+    assert len(body) + len(',{"id":"x"}') > cap  # and not one entry more would have
+    assert all(entry == {"id": "x"} for entry in ids)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "field"),
+    [("", "finetuned_models"), ("/events", "events"), ("/training-step-metrics", "step_metrics")],
+)
+async def test_entry_flood_fills_each_lists_own_field(
+    sim_factory: SimFactory, suffix: str, field: str
+) -> None:
+    sim = await sim_factory(api_key="sekrit")
+    payload = {"faults": [{"kind": "entry-flood", "entries": 3, "entry": '{"id":"x","n":1}'}]}
+    status, report = await sim.call("POST", "/simulator/faults", json=payload)
+    assert status == 200, report
+    path = MODELS + (f"/{sim.world.model_ids()[0]}{suffix}" if suffix else "")
+    headers = {"Authorization": "Bearer sekrit"}
+    status, body = await sim.call("GET", path, headers=headers)
+    assert (status, body) == (200, {field: [{"id": "x", "n": 1}] * 3})
+
+
 async def test_targeting_one_model(sim_factory: SimFactory) -> None:
     sim = await sim_factory()
     target, other = sim.world.model_ids()[:2]

@@ -107,6 +107,10 @@ def test_every_field_reads_back_from_a_spec() -> None:
         hang_seconds=2.5,
         trickle_interval=0.125,
         huge_bytes=2048,
+        depth=12,
+        entries=34,
+        entry='{"id":"x"}',
+        max_bytes=5678,
     )
     values = fault.to_json()
     assert all(value != Fault.model_fields[key].default for key, value in values.items())
@@ -140,6 +144,39 @@ def test_json_errors_cut_a_huge_value_too() -> None:
     with pytest.raises(ValueError, match="object") as caught:
         Fault.from_json(["z" * 5000])
     assert "z" * 61 not in str(caught.value)
+
+
+def test_hostile_defaults() -> None:
+    fault = Fault(kind="entry-flood")
+    assert (fault.depth, fault.entries, fault.entry) == (100_000, 1_000_000, "{}")
+    assert fault.max_bytes == 8 * 1024 * 1024 - 1024
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("kind=deep-nesting,depth=0", "depth"),
+        ("kind=deep-nesting,depth=deep", "depth"),
+        ("kind=entry-flood,entries=-1", "entries"),
+        ("kind=entry-flood,entry=", "entry"),
+        ("kind=entry-flood,entry={id:x}", "entry"),
+        ("kind=entry-flood,entry=NaN", "entry"),
+        ("kind=entry-flood,entry=" + "1" * 70_000, "entry"),
+        ("kind=entry-flood,max_bytes=63", "max_bytes"),
+        ("kind=entry-flood,endpoint=get_model", "endpoint"),
+        ("kind=deep-nesting,endpoint=get_model", "endpoint"),
+    ],
+)
+def test_bad_hostile_specs_name_the_key(spec: str, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        Fault.parse(spec)
+
+
+def test_hostile_kinds_match_only_operations_answering_a_list() -> None:
+    for kind in ("deep-nesting", "entry-flood"):
+        injector = FaultInjector([Fault(kind=kind)])
+        hits = {e for e in ENDPOINTS if injector.pick(e, MODEL) is not None}
+        assert hits == {"list_models", "list_events", "list_step_metrics"}
 
 
 def test_smallest_huge_body_is_allowed() -> None:
