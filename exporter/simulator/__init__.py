@@ -6,8 +6,9 @@
 cancelled. A ``Scenario`` (``load_scenario``) scripts the account instead: named runs with exact
 timings, loss spikes and NaNs where a test wants them. A ``FaultInjector`` holding ``Fault``
 objects makes the answers fail on demand: error statuses, 429s, dropped and hung connections,
-malformed or huge bodies. Each provider's own classes live in its subpackage
-(``exporter.simulator.cohere``).
+malformed or huge bodies, JSON nested 100,000 deep or a list of a million entries. Each
+provider's own classes live in its subpackage (``exporter.simulator.cohere``,
+``exporter.simulator.together``).
 """
 
 from exporter.simulator.clock import SimClock

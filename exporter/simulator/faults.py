@@ -62,6 +62,13 @@ OPERATIONS: Final[Mapping[str, Mapping[str, str | None]]] = {
         "list_events": "events",
         "list_step_metrics": "step_metrics",
     },
+    "together": {
+        "list_jobs": "data",
+        "get_job": None,
+        "list_metrics": "metrics",
+        "list_events": "data",
+        "list_checkpoints": "data",
+    },
 }
 #: Every operation of every provider; ``"any"`` matches each of them.
 ENDPOINTS: Final[tuple[str, ...]] = tuple(
@@ -75,11 +82,16 @@ _LIMITED: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "unknown-status": ("list_models", "get_model"),
         "repeat-token": ("list_models", "list_events", "list_step_metrics"),
     },
+    "together": {
+        "string-step": ("list_metrics",),
+        "unknown-status": ("list_jobs", "get_job"),
+        "repeat-token": (),  # Together's lists are not paged: there is no token to repeat
+    },
 }
 #: Kinds that apply to every operation whose answer holds a list.
 _LIST_KINDS: Final = frozenset({"deep-nesting", "entry-flood"})
 #: Operations that name no run, so a fault aimed at one run cannot apply to them.
-_RUNLESS: Final = frozenset({"list_models"})
+_RUNLESS: Final = frozenset({"list_models", "list_jobs"})
 
 #: The smallest huge body: ``{"simulator_padding":""}``.
 MIN_HUGE_BYTES: Final = len(b'{"simulator_padding":""}')

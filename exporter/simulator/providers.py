@@ -17,12 +17,13 @@ from exporter.simulator.clock import SimClock
 from exporter.simulator.cohere import CohereWorld, StepOrder, build_cohere_app
 from exporter.simulator.faults import FaultInjector
 from exporter.simulator.scenario import Scenario
+from exporter.simulator.together import TogetherWorld, build_together_app
 
 log = logging.getLogger(__name__)
 
-Provider = Literal["cohere"]
-PROVIDERS: Final = ("cohere",)
-AnyWorld = CohereWorld
+Provider = Literal["cohere", "together"]
+PROVIDERS: Final = ("cohere", "together")
+AnyWorld = CohereWorld | TogetherWorld
 
 
 def new_world(
@@ -35,7 +36,11 @@ def new_world(
     scenario: Scenario | None = None,
     step_order: StepOrder = "newest-first",
 ) -> AnyWorld:
-    """A simulated account of ``provider`` with ``runs`` runs (or the scenario's)."""
+    """A simulated account of ``provider`` with ``runs`` runs (or the scenario's).
+
+    ``step_order`` is Cohere's (how its step pages are ordered); Together's metrics are always
+    chronological, so a Together world ignores it.
+    """
     if provider == "cohere":
         return CohereWorld(
             models=runs,
@@ -45,6 +50,8 @@ def new_world(
             api_key=api_key,
             scenario=scenario,
         )
+    if provider == "together":
+        return TogetherWorld(jobs=runs, seed=seed, clock=clock, api_key=api_key, scenario=scenario)
     raise ValueError(f"unknown provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
 
 
@@ -52,6 +59,8 @@ def build_app(world: AnyWorld, faults: FaultInjector | None = None) -> web.Appli
     """The aiohttp application serving ``world`` with its provider's API and ``/simulator/*``."""
     if isinstance(world, CohereWorld):
         return build_cohere_app(world, faults)
+    if isinstance(world, TogetherWorld):
+        return build_together_app(world, faults)
     raise TypeError(f"no simulated API serves a {type(world).__name__}")
 
 
@@ -71,4 +80,4 @@ async def run_simulator(
 
 
 def _name(world: AnyWorld) -> str:
-    return "Cohere"
+    return "Cohere" if isinstance(world, CohereWorld) else "Together AI"

@@ -27,6 +27,7 @@ import importlib.resources
 import json
 import math
 import pathlib
+import random
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
@@ -45,10 +46,16 @@ from pydantic_core import PydanticCustomError
 #: The spellings Cohere (protojson) uses for non-finite doubles.
 NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
-#: Metrics every evaluation carries; an extra metric may not reuse one of these names.
+#: Metrics the simulators report anyway (Cohere's evaluations, Together's metrics entries): an
+#: extra metric may not reuse one of these names.
 STANDARD_METRICS: Final = frozenset(
     {"accuracy", "cross_entropy", "generation_accuracy", "generation_cross_entropy", "step"}
+    | {"train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "train/global_step"}
+    | {"eval/loss", "eval/perplexity", "eval/global_step", "timestamp"}
 )
+#: Bound of the multiplicative noise on scripted models' metrics: a spike of 3x or more can never
+#: be mistaken for noise (nor noise for a 2x spike).
+SCRIPTED_NOISE: Final = 0.03
 
 #: Scenario files shipped with the package, loadable by name through ``load_scenario``.
 BUNDLED_DIR: Final = "scenarios"
@@ -214,6 +221,13 @@ class ScriptedModel(_Strict):
     step 0 is evaluated when training starts and every ``eval_every`` steps after that, at
     ``step_seconds`` per step, until ``total_steps``; then DEPLOYING_API for ``deploy_seconds``
     and READY. With ``fail_at_step`` the model turns FAILED when training reaches that step.
+
+    A Together AI world reads the same fields as a job that logs every training step:
+    ``step_seconds`` per step from step 1, an eval entry every ``eval_every`` steps, queued for
+    ``queue_seconds``, compressing and uploading for half of ``deploy_seconds`` each, ``error``
+    at ``fail_at_step``. Spikes multiply ``train/loss`` (and ``eval/loss`` at eval steps) over
+    the same step span; a non-finite value replaces ``train/loss`` at its step; an extra metric
+    is a key of every training entry.
     """
 
     name: Name
@@ -352,6 +366,16 @@ class Scenario(_Strict):
 
 
 _MODELS: Final = (Scenario, ScriptedModel, ScriptedSpike)
+
+
+def scripted_rng(script: ScriptedModel, purpose: str) -> random.Random:
+    """A stream that depends on the scripted model alone, not on the account around it."""
+    return random.Random(f"scenario:{script.seed}:{script.name}:{purpose}")
+
+
+def noise(rng: random.Random) -> float:
+    """A multiplicative factor within ``1 ± SCRIPTED_NOISE``."""
+    return 1.0 + rng.uniform(-SCRIPTED_NOISE, SCRIPTED_NOISE)
 
 
 def bundled_scenarios() -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from exporter.simulator import Fault, FaultInjector
-from exporter.simulator.faults import ENDPOINTS, KINDS, MIN_HUGE_BYTES
+from exporter.simulator.faults import ENDPOINTS, KINDS, MIN_HUGE_BYTES, OPERATIONS, targets
 
 MODEL = "4a5b7c1e-0000-4000-8000-000000000001"
 OTHER = "4a5b7c1e-0000-4000-8000-000000000002"
@@ -175,7 +175,7 @@ def test_bad_hostile_specs_name_the_key(spec: str, key: str) -> None:
 def test_hostile_kinds_match_only_operations_answering_a_list() -> None:
     for kind in ("deep-nesting", "entry-flood"):
         injector = FaultInjector([Fault(kind=kind)])
-        hits = {e for e in ENDPOINTS if injector.pick(e, MODEL) is not None}
+        hits = {e for e in OPERATIONS["cohere"] if injector.pick(e, MODEL) is not None}
         assert hits == {"list_models", "list_events", "list_step_metrics"}
 
 
@@ -250,7 +250,7 @@ def test_kinds_bound_to_endpoints_skip_the_others() -> None:
     injector = FaultInjector(
         [Fault(kind="string-step"), Fault(kind="unknown-status"), Fault(kind="repeat-token")]
     )
-    kinds = {e: getattr(injector.pick(e, MODEL), "kind", None) for e in ENDPOINTS}
+    kinds = {e: getattr(injector.pick(e, MODEL), "kind", None) for e in OPERATIONS["cohere"]}
     assert kinds == {
         "list_models": "unknown-status",
         "get_model": "unknown-status",
@@ -311,3 +311,52 @@ def test_set_replaces_and_clear_empties() -> None:
     assert not injector.active
     assert injector.pick("list_models", None) is None
     assert injector.injected == {"hang": 1}
+
+
+def test_each_provider_has_its_own_operations() -> None:
+    assert targets("status", "cohere") == tuple(OPERATIONS["cohere"])
+    assert targets("status", "together") == tuple(OPERATIONS["together"])
+    assert targets("string-step", "together") == ("list_metrics",)
+    assert targets("unknown-status", "together") == ("list_jobs", "get_job")
+    assert targets("repeat-token", "together") == ()  # nothing is paged
+    lists = {op for op, field in OPERATIONS["together"].items() if field is not None}
+    assert set(targets("entry-flood", "together")) == lists
+    assert set(targets("deep-nesting", "together")) == lists
+
+
+def test_a_bound_injector_matches_its_providers_operations_only() -> None:
+    injector = FaultInjector([Fault(kind="repeat-token", count=5), Fault(kind="html-200")])
+    with pytest.raises(ValueError, match="repeat-token"):
+        injector.bind("together")
+    assert injector.provider is None  # refused: nothing changed
+    injector.set([Fault(kind="string-step"), Fault(kind="html-200")])
+    injector.bind("together")
+    assert injector.provider == "together"
+    kinds = {e: getattr(injector.pick(e, MODEL), "kind", None) for e in OPERATIONS["together"]}
+    assert kinds == {
+        "list_jobs": "html-200",
+        "get_job": "html-200",
+        "list_metrics": "string-step",
+        "list_events": "html-200",
+        "list_checkpoints": "html-200",
+    }
+    assert injector.pick("list_step_metrics", MODEL) is None  # a Cohere operation
+    with pytest.raises(ValueError, match="endpoint"):
+        injector.set([Fault(kind="status", endpoint="list_models")])
+    assert [f.kind for f in injector.active] == ["string-step", "html-200"]
+    with pytest.raises(ValueError, match="unknown provider"):
+        injector.bind("openai")
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("kind=status,endpoint=list_jobs,model=ft-1", "model"),
+        ("kind=string-step,endpoint=get_job", "endpoint"),
+        ("kind=unknown-status,endpoint=list_metrics", "endpoint"),
+        ("kind=repeat-token,endpoint=list_jobs", "endpoint"),
+    ],
+)
+def test_together_operations_have_the_same_rules(spec: str, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        Fault.parse(spec)

@@ -6,7 +6,8 @@
 """
 
 from exporter.simulator.cohere.app import build_cohere_app
-from exporter.simulator.cohere.plan import SCRIPTED_NOISE, SimStep
+from exporter.simulator.cohere.plan import SimStep
 from exporter.simulator.cohere.world import CohereWorld, StepOrder
+from exporter.simulator.scenario import SCRIPTED_NOISE
 
 __all__ = ["SCRIPTED_NOISE", "CohereWorld", "SimStep", "StepOrder", "build_cohere_app"]

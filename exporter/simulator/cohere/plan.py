@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from exporter.simulator.scenario import ScriptedModel
+from exporter.simulator.scenario import ScriptedModel, noise, scripted_rng
 
 _FAILURE_RATE: Final = 1 / 8
 _SPIKE_RATE: Final = 1 / 25
 _MIN_STEPS: Final = 80
 _MAX_STEPS: Final = 400
-#: Bound of the multiplicative noise on scripted models' metrics: a spike of 3x or more can never
-#: be mistaken for noise (nor noise for a 2x spike).
-SCRIPTED_NOISE: Final = 0.03
 
 
 @dataclass(frozen=True)
@@ -315,16 +312,6 @@ def random_steps(plan: Plan, seed: int, with_nan: bool) -> tuple[SimStep, ...]:
 
 
 # --------------------------------------------------------------------------- scripted models
-
-
-def scripted_rng(script: ScriptedModel, purpose: str) -> random.Random:
-    """A stream that depends on the scripted model alone, not on the account around it."""
-    return random.Random(f"scenario:{script.seed}:{script.name}:{purpose}")
-
-
-def noise(rng: random.Random) -> float:
-    """A multiplicative factor within ``1 ± SCRIPTED_NOISE``."""
-    return 1.0 + rng.uniform(-SCRIPTED_NOISE, SCRIPTED_NOISE)
 
 
 def scripted_steps(plan: Plan, script: ScriptedModel) -> tuple[SimStep, ...]:
