@@ -26,5 +26,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 EXPOSE 10042
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:10042/healthz', timeout=4)"]
-ENTRYPOINT ["cohere-finetune-exporter"]
+ENTRYPOINT ["finetune-exporter"]
 CMD ["serve"]

@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/cohere-finetune-exporter demo
+	$(BIN)/finetune-exporter demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

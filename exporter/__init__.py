@@ -1,3 +1,3 @@
-"""Prometheus exporter for the training-step metrics of Cohere fine-tuned models."""
+"""Prometheus exporter for the training-step metrics of fine-tuning runs (Cohere, Together AI)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -173,14 +173,22 @@ def write_openmetrics(histories: Sequence[RunHistory], out: TextIO) -> int:
         c.help_text(c.STEP_TIMESTAMP, c.BACKFILLED),
         ((_run_labels(h), ((p.ms, _value(p.created_at)) for p in h.points)) for h in ordered),
     )
-    names = {metric for h in ordered for p in h.points for metric in p.metrics}
-    for family, metric in sorted(c.owners(names).items()):
-        step_family = c.step_family(family, metric)
+    names: dict[str, set[str]] = {}
+    for history in ordered:
+        names.setdefault(history.provider, set()).update(
+            metric for point in history.points for metric in point.metrics
+        )
+    for family, sources in sorted(c.owners(names).items()):
+        step_family = c.step_family(family, sources)
         samples += _write_family(
             out,
             step_family,
             c.help_text(step_family, c.BACKFILLED),
-            ((_run_labels(h), _metric_points(h, metric)) for h in ordered),
+            (
+                (_run_labels(h), _metric_points(h, sources[h.provider]))
+                for h in ordered
+                if h.provider in sources
+            ),
         )
     out.write("# EOF\n")
     return samples

@@ -59,7 +59,7 @@ async def read_history(
     """Read through the same budgeted, retrying clients and the same discovery as ``serve``."""
     async with new_session(settings) as session:
         sources: list[Source] = []
-        for name in providers.NAMES:
+        for name in settings.polled_providers():
             http = providers.json_client(
                 settings, name, session, budget=providers.budget_for(settings, name)
             )

@@ -13,15 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exporter import __version__
 from exporter.logs import setup_logging
-from exporter.settings import ConfigError, Settings, load_settings, spelling
+from exporter.settings import PROVIDERS, ConfigError, Settings, load_settings, spelling
+from exporter.simulate_command import add_simulate_flags, add_simulator_flags
 from exporter.webconfig import WebConfigError, load_web_config
-
-if TYPE_CHECKING:
-    from exporter.simulator import FaultInjector, Scenario
 
 COMMANDS = ("serve", "demo", "simulate", "check-config", "backfill")
 EXIT_CONFIG = 2
@@ -43,69 +41,33 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def add_simulator_flags(parser: argparse.ArgumentParser, *, speed: float, models: int) -> None:
-    parser.add_argument("--models", type=int, default=models, help="simulated fine-tuned models")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the simulated account")
-    parser.add_argument(
-        "--speed", type=float, default=speed, help="simulated seconds per real second"
-    )
-    parser.add_argument(
-        "--scenario",
-        default=None,
-        help="YAML/JSON file of scripted runs (or a bundled name: spike-and-healthy)",
-    )
-    parser.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="SPEC",
-        help="inject a fault, e.g. kind=status,status=503,probability=0.2 (repeatable)",
-    )
-    parser.add_argument(
-        "--step-order",
-        choices=("newest-first", "oldest-first"),
-        default="newest-first",
-        help="order of training-step pages (the docs say newest-first)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cohere-finetune-exporter",
-        description="Prometheus exporter for the training-step metrics of Cohere fine-tunes.",
+        prog="finetune-exporter",
+        description="Prometheus exporter for the training-step metrics of fine-tuning runs "
+        "(Cohere, Together AI).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="poll the API and serve /metrics (default)")
+    serve = commands.add_parser(
+        "serve", help="poll the configured providers and serve /metrics (default)"
+    )
     add_setting_flags(serve)
     check = commands.add_parser("check-config", help="validate settings, print them, exit 0 or 2")
     add_setting_flags(check)
     demo = commands.add_parser(
-        "demo", help="run the simulator and the exporter in one process: no key, no network"
+        "demo", help="simulate every provider and run the exporter on them: no key, no network"
     )
     add_setting_flags(demo)
-    add_simulator_flags(demo, speed=10.0, models=6)
+    add_simulator_flags(demo, speed=10.0, runs=6)
     backfill = commands.add_parser(
-        "backfill", help="write every step of the selected models as OpenMetrics for promtool"
+        "backfill", help="write every step of the selected runs as OpenMetrics for promtool"
     )
     backfill.add_argument("--out", required=True, type=Path, help="OpenMetrics file to write")
     add_setting_flags(backfill)
-    simulate = commands.add_parser("simulate", help="serve only the simulated Cohere API")
-    simulate.add_argument(
-        "--web.listen-address",
-        dest="listen",
-        default="127.0.0.1:10043",
-        help="address of the simulated API (default: 127.0.0.1:10043)",
-    )
-    key = simulate.add_mutually_exclusive_group()
-    key.add_argument(
-        "--api-key",
-        default=None,
-        help="require 'Authorization: Bearer KEY' (default: accept any request)",
-    )
-    key.add_argument("--api-key-file", default=None, help="read that key from a file")
-    simulate.add_argument("--log.level", dest="log_level", default="info")
-    add_simulator_flags(simulate, speed=1.0, models=6)
+    simulate = commands.add_parser("simulate", help="serve one provider's simulated API")
+    add_simulate_flags(simulate)
+    add_simulator_flags(simulate, speed=1.0, runs=6)
     return parser
 
 
@@ -133,7 +95,7 @@ def check_config(settings: Settings) -> None:
     """Everything ``serve`` would refuse at start-up, checked without sending a request."""
     problems: list[str] = []
     try:
-        settings.require_key()
+        settings.polled_providers()
     except ConfigError as exc:
         problems.extend(exc.problems)
     try:
@@ -153,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     try:
         if args.command == "simulate":
+            from exporter.simulate_command import run_simulate
+
             return run_simulate(args)
         settings = load_settings(**_command_defaults(args.command), **setting_overrides(args))
         if args.command == "check-config":
@@ -207,87 +171,21 @@ def _command_defaults(command: str) -> dict[str, Any]:
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.demo import demo
+    from exporter.simulate_command import faults_from, scenario_from
 
     load_web_config(settings.web_config_file)  # refused before anything starts
+    scenario = scenario_from(args)
+    faults = {name: faults_from(args, name) for name in PROVIDERS}
     setup_logging(settings.log_level, settings.log_format)
     asyncio.run(
         demo(
             settings,
-            models=args.models,
+            runs=args.runs,
             seed=args.seed,
             speed=args.speed,
             step_order=args.step_order,
-            scenario=scenario_from(args),
-            faults=faults_from(args),
+            scenario=scenario,
+            faults=faults,
         )
     )
-    return 0
-
-
-def scenario_from(args: argparse.Namespace) -> Scenario | None:
-    from exporter.simulator import load_scenario
-
-    if args.scenario is None:
-        return None
-    try:
-        return load_scenario(args.scenario)
-    except ValueError as exc:
-        raise ConfigError([f"--scenario: {exc}"]) from None
-
-
-def faults_from(args: argparse.Namespace) -> FaultInjector:
-    from exporter.simulator import Fault, FaultInjector
-
-    try:
-        return FaultInjector([Fault.parse(spec) for spec in args.fault], seed=args.seed)
-    except ValueError as exc:
-        raise ConfigError([f"--fault: {exc}"]) from None
-
-
-def simulator_key(args: argparse.Namespace) -> str | None:
-    if args.api_key_file is None:
-        return str(args.api_key) if args.api_key else None
-    try:
-        key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            [f"--api-key-file: cannot read {args.api_key_file}: {exc.strerror}"]
-        ) from None
-    if not key:
-        raise ConfigError([f"--api-key-file: {args.api_key_file} is empty"])
-    return key
-
-
-def run_simulate(args: argparse.Namespace) -> int:
-    from exporter.service import serve_until_stopped
-    from exporter.settings import parse_listen_address
-    from exporter.simulator import SimClock, run_simulator
-    from exporter.simulator.cohere import CohereWorld
-
-    try:
-        host, port = parse_listen_address(args.listen)
-    except ValueError as exc:
-        raise ConfigError([f"--web.listen-address: {exc}"]) from None
-    if args.models < 0:
-        raise ConfigError(["--models: must be 0 or more"])
-    if args.speed <= 0:
-        raise ConfigError(["--speed: must be above 0"])
-    api_key = simulator_key(args)
-    setup_logging(args.log_level, "logfmt", [api_key] if api_key else [])
-    world = CohereWorld(
-        models=args.models,
-        seed=args.seed,
-        clock=SimClock(speed=args.speed),
-        step_order=args.step_order,
-        api_key=api_key,
-        scenario=scenario_from(args),
-    )
-    log.info("simulating the Cohere API", extra={"address": args.listen, "models": args.models})
-    try:
-        server = run_simulator(host or "0.0.0.0", port, world, faults_from(args))
-        asyncio.run(serve_until_stopped(server))
-    except OSError as exc:
-        raise ConfigError(
-            [f"--web.listen-address: cannot listen on {args.listen}: {exc.strerror}"]
-        ) from None
     return 0

@@ -7,7 +7,7 @@ per published snapshot, so a run that leaves the snapshot leaves ``/metrics`` wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -34,11 +34,11 @@ class StepMetricsCollector(Collector):
 
     Example::
 
-        # HELP cohere_finetune_step_cross_entropy Cohere metric 'cross_entropy' at the ...
-        # TYPE cohere_finetune_step_cross_entropy gauge
-        cohere_finetune_step_cross_entropy{finetuned_model_id="fee37446-..."} 0.77
-        cohere_finetune_step_number{finetuned_model_id="fee37446-..."} 9.0
-        cohere_finetune_step_timestamp_seconds{finetuned_model_id="fee37446-..."} 1.7055e+09
+        # HELP finetune_step_train_loss Provider metric 'train/loss' (together) at the ...
+        # TYPE finetune_step_train_loss gauge
+        finetune_step_train_loss{finetune_id="ft-44129430-...",provider="together"} 0.77
+        finetune_step_number{finetune_id="ft-44129430-...",provider="together"} 140.0
+        finetune_step_timestamp_seconds{finetune_id="ft-44129430-...",provider="together"} 1.7e+09
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -47,16 +47,23 @@ class StepMetricsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         number, taken = gauge(c.STEP_NUMBER), gauge(c.STEP_TIMESTAMP)
         stepped = [(v, v.newest_step) for v in self._snapshot.runs if v.newest_step is not None]
-        owners = c.owners({metric for _, step in stepped for metric in step.metrics})
-        families = {name: gauge(c.step_family(name, metric)) for name, metric in owners.items()}
-        owned = {metric: name for name, metric in owners.items()}
+        names: dict[str, set[str]] = {}
+        for view, step in stepped:
+            names.setdefault(view.provider, set()).update(step.metrics)
+        owners = c.owners(names)
+        families = {name: gauge(c.step_family(name, sources)) for name, sources in owners.items()}
+        owned = {
+            (provider, metric): name
+            for name, sources in owners.items()
+            for provider, metric in sources.items()
+        }
         for view, step in stepped:
             labels = c.run_label_values(view.provider, view.id)
             number.add_metric(labels, float(step.number))
             if step.created_at is not None:
                 taken.add_metric(labels, step.created_at)
             for metric, value in step.metrics.items():
-                name = owned.get(metric)
+                name = owned.get((view.provider, metric))
                 if name is not None:
                     families[name].add_metric(labels, value)
         yield number
@@ -66,14 +73,15 @@ class StepMetricsCollector(Collector):
 
 
 class RunCollector(Collector):
-    """Per-run metadata, status and poll health.
+    """Per-run description, phase, provider status, progress and poll health.
 
     Example::
 
-        cohere_finetune_model_info{base_model="command-r",...,name="chat-ft"} 1.0
-        cohere_finetune_model_status{finetuned_model_id="...",status="STATUS_READY"} 1.0
-        cohere_finetune_model_up{finetuned_model_id="..."} 1.0
-        cohere_finetune_last_poll_success_timestamp_seconds{finetuned_model_id="..."} 1.7e+09
+        finetune_run_info{base_model="command-r",...,name="chat-ft",provider="cohere"} 1.0
+        finetune_run_phase{finetune_id="...",phase="training",provider="cohere"} 1.0
+        finetune_run_status{finetune_id="...",provider="cohere",status="STATUS_FINETUNING"} 1.0
+        finetune_run_total_steps{finetune_id="ft-...",provider="together"} 500.0
+        finetune_run_up{finetune_id="...",provider="cohere"} 1.0
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -83,8 +91,9 @@ class RunCollector(Collector):
         info = InfoMetricFamily(
             c.RUN_INFO.name, c.help_text(c.RUN_INFO, c.POLLED), labels=c.RUN_INFO.labels
         )
-        status, up, last_success = gauge(c.RUN_STATUS), gauge(c.RUN_UP), gauge(c.RUN_LAST_SUCCESS)
-        statuses = {part.name: part.statuses for part in self._snapshot.providers}
+        phase, status = gauge(c.RUN_PHASE), gauge(c.RUN_STATUS)
+        total, eta, tokens = gauge(c.RUN_TOTAL_STEPS), gauge(c.RUN_ETA), gauge(c.RUN_TOKENS)
+        up, last_success = gauge(c.RUN_UP), gauge(c.RUN_LAST_SUCCESS)
         for view in self._snapshot.runs:
             labels = c.run_label_values(view.provider, view.id)
             up.add_metric(labels, 1.0 if view.up else 0.0)
@@ -94,22 +103,25 @@ class RunCollector(Collector):
             if view.missing or not run.status:
                 continue
             info.add_metric(labels, {"name": run.name, "base_model": run.base_model, **run.labels})
-            states = statuses.get(view.provider, ())
-            if run.status not in states:
-                states = (*states, run.status)
-            for state in states:
-                status.add_metric([*labels, state], 1.0 if state == run.status else 0.0)
-        yield from (info, status, up, last_success)
+            for value in c.PHASE_VALUES:
+                phase.add_metric([*labels, value], 1.0 if value == run.phase else 0.0)
+            status.add_metric([*labels, run.status], 1.0)
+            for family, known in ((total, run.total_steps), (eta, run.eta_seconds)):
+                if known is not None:
+                    family.add_metric(labels, float(known))
+            if run.tokens is not None:
+                tokens.add_metric(labels, float(run.tokens))
+        yield from (info, phase, status, total, eta, tokens, up, last_success)
 
 
 class StepCountersCollector(Collector):
-    """Counts over every evaluated step, so a spike between two scrapes is not lost.
+    """Counts over every logged step, so a spike between two scrapes is not lost.
 
     Example::
 
-        cohere_finetune_steps_processed_total{finetuned_model_id="..."} 42.0
-        cohere_finetune_step_outliers_total{finetuned_model_id="...",metric="cross_entropy"} 1.0
-        cohere_finetune_step_nonfinite_total{finetuned_model_id="...",metric="cross_entropy"} 0.0
+        finetune_steps_processed_total{finetune_id="...",provider="cohere"} 42.0
+        finetune_step_outliers_total{finetune_id="...",metric="cross_entropy",...} 1.0
+        finetune_step_nonfinite_total{finetune_id="...",metric="train_loss",...} 0.0
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -123,10 +135,9 @@ class StepCountersCollector(Collector):
                 continue
             labels = c.run_label_values(view.provider, view.id)
             processed.add_metric(labels, float(view.steps_processed))
-            for metric, count in sorted(view.outliers.items()):
-                outliers.add_metric([*labels, metric], float(count))
-            for metric, count in sorted(view.nonfinite.items()):
-                nonfinite.add_metric([*labels, metric], float(count))
+            for family, counts in ((outliers, view.outliers), (nonfinite, view.nonfinite)):
+                for metric, count in sorted(by_label(counts).items()):
+                    family.add_metric([*labels, metric], float(count))
         yield from (processed, outliers, nonfinite)
 
 
@@ -135,9 +146,9 @@ class ProviderCollector(Collector):
 
     Example::
 
-        cohere_finetune_up 1.0
-        cohere_finetune_poll_duration_seconds 0.21
-        cohere_finetune_build_info{version="0.1.0"} 1.0
+        finetune_up{provider="together"} 1.0
+        finetune_poll_duration_seconds{provider="together"} 0.21
+        finetune_exporter_build_info{version="0.2.0"} 1.0
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -155,6 +166,17 @@ class ProviderCollector(Collector):
         build = InfoMetricFamily(c.BUILD_INFO.name, c.BUILD_INFO.help)
         build.add_metric([], c.BUILD_LABELS)
         yield from (up, duration, dropped, build)
+
+
+def by_label(counts: Mapping[str, int]) -> dict[str, int]:
+    """Counts keyed by the provider's metric names, keyed instead by the ``metric`` label that
+    names them on /metrics (the family suffix: ``train/loss`` → ``train_loss``)."""
+    labelled: dict[str, int] = {}
+    for metric, count in sorted(counts.items()):
+        label = c.metric_label(metric)
+        if label is not None:
+            labelled.setdefault(label, count)
+    return labelled
 
 
 def registry_for(snapshot: Snapshot) -> CollectorRegistry:

@@ -1,26 +1,33 @@
 """The metrics contract, stated once: family names, types, HELP texts, labels and sanitising.
 
 The live collectors, ``backfill`` and the dashboard generator all read this module, so a name
-or a label changes here or nowhere. Every name and label value that comes from an API passes
-through ``step_family_name`` or the exposition's escaping before it reaches a scrape.
+or a label changes here or nowhere. Every run series carries ``provider`` and ``finetune_id``;
+human-readable extras live on the info family. Every name that comes from an API passes
+through ``step_family_name`` and every label value through the exposition's escaping.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from exporter import __version__
+from exporter.core.provider import PHASES
 
-PREFIX = "cohere_finetune"
-RUN_LABELS: tuple[str, ...] = ("finetuned_model_id",)
+PREFIX = "finetune"
+PROVIDER_LABEL = "provider"
+RUN_ID_LABEL = "finetune_id"
+RUN_LABELS: tuple[str, ...] = (PROVIDER_LABEL, RUN_ID_LABEL)
+PROVIDER_LABELS: tuple[str, ...] = (PROVIDER_LABEL,)
+#: Labels of the info family every provider fills; each adds its own (``Run.labels``).
 INFO_LABELS: tuple[str, ...] = ("name", "base_model")
-PROVIDER_LABELS: tuple[str, ...] = ()
-POLLED = "Polled from the Cohere fine-tuning API."
-BACKFILLED = "Backfilled from the Cohere fine-tuning API."
+POLLED = "Polled from the provider's fine-tuning API."
+BACKFILLED = "Backfilled from the provider's fine-tuning API."
+PHASE_VALUES = PHASES
 
-FamilyType = Literal["gauge", "counter", "info", "stateset"]
+FamilyType = Literal["gauge", "counter", "info"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,11 @@ class Family:
     help: str
     labels: tuple[str, ...] = ()
 
+    @property
+    def sample(self) -> str:
+        """The name samples carry: counters end in ``_total``, info families in ``_info``."""
+        return self.name + {"counter": "_total", "info": "_info", "gauge": ""}[self.type]
+
 
 def _family(name: str, kind: FamilyType, help_text: str, labels: tuple[str, ...]) -> Family:
     return Family(f"{PREFIX}_{name}", kind, help_text, labels)
@@ -39,37 +51,60 @@ def _family(name: str, kind: FamilyType, help_text: str, labels: tuple[str, ...]
 
 # ------------------------------------------------------------------------- run families
 
-STEP_NUMBER = _family(
-    "step_number", "gauge", "Number of the newest evaluated training step.", RUN_LABELS
-)
+STEP_NUMBER = _family("step_number", "gauge", "Number of the newest logged step.", RUN_LABELS)
 STEP_TIMESTAMP = _family(
     "step_timestamp_seconds",
     "gauge",
-    "created_at of the newest evaluated training step, Unix seconds.",
+    "When the newest logged step was taken, Unix seconds.",
     RUN_LABELS,
 )
 RUN_INFO = _family(
-    "model", "info", "Descriptive labels of a fine-tuned model; always 1.", RUN_LABELS
+    "run",
+    "info",
+    "Descriptive labels of a fine-tuning run (name, base model, provider extras); always 1.",
+    RUN_LABELS,
+)
+RUN_PHASE = _family(
+    "run_phase",
+    "gauge",
+    f"State set: 1 for the run's current phase, 0 for the others ({', '.join(PHASES)}).",
+    (*RUN_LABELS, "phase"),
 )
 RUN_STATUS = _family(
-    "model_status",
+    "run_status",
     "gauge",
-    "State set: 1 for the model's current status, 0 for the others.",
+    "The provider's own status string for the run, as the label status; always 1.",
     (*RUN_LABELS, "status"),
 )
-RUN_UP = _family(
-    "model_up", "gauge", "1 if the last poll of this model succeeded, else 0.", RUN_LABELS
-)
+RUN_UP = _family("run_up", "gauge", "1 if the last poll of this run succeeded, else 0.", RUN_LABELS)
 RUN_LAST_SUCCESS = _family(
-    "last_poll_success_timestamp_seconds",
+    "run_last_poll_success_timestamp_seconds",
     "gauge",
-    "When this model was last polled successfully, Unix seconds.",
+    "When this run was last polled successfully, Unix seconds.",
+    RUN_LABELS,
+)
+RUN_TOTAL_STEPS = _family(
+    "run_total_steps",
+    "gauge",
+    "Steps the run will take in all, where the provider tells (Together: its events).",
+    RUN_LABELS,
+)
+RUN_ETA = _family(
+    "run_eta_seconds",
+    "gauge",
+    "Seconds the provider expects until the run's next phase, as of the last run list walk.",
+    RUN_LABELS,
+)
+RUN_TOKENS = _family(
+    "run_tokens",
+    "gauge",
+    "Tokens the provider counts for the run (Together: token_count).",
     RUN_LABELS,
 )
 STEPS_PROCESSED = _family(
     "steps_processed",
     "counter",
-    "Evaluated steps processed; continues across restarts with --state.file.",
+    "Logged steps processed; continues across restarts with --state.file.",
     RUN_LABELS,
 )
 STEP_OUTLIERS = _family(
@@ -91,25 +126,29 @@ STEP_NONFINITE = _family(
 UP = _family(
     "up",
     "gauge",
-    "1 if the last poll cycle reached the Cohere API and was authorised, else 0.",
+    "1 if the provider's last poll cycle reached its API and was authorised, else 0.",
     PROVIDER_LABELS,
 )
 POLL_DURATION = _family(
-    "poll_duration_seconds", "gauge", "Wall-clock duration of the last poll cycle.", PROVIDER_LABELS
+    "poll_duration_seconds",
+    "gauge",
+    "Wall-clock duration of the provider's last poll cycle.",
+    PROVIDER_LABELS,
 )
 DROPPED = _family(
     "dropped",
     "counter",
-    "Models and metric names left out by --limits.*, counted each time they are cut.",
+    "Runs and metric names left out by --limits.*, counted each time they are cut.",
     (*PROVIDER_LABELS, "kind"),
 )
-DROPPED_KINDS = ("models", "metric_names")
-BUILD_INFO = _family("build", "info", "Version of cohere-finetune-exporter.", ())
+DROPPED_KINDS = ("runs", "metric_names")
+BUILD_INFO = _family("exporter_build", "info", "Version of finetune-exporter.", ())
 BUILD_LABELS = {"version": __version__}
 API_REQUESTS = _family(
     "api_requests",
     "counter",
-    "Requests sent to the Cohere API, by endpoint and HTTP status (or transport error).",
+    "Requests sent to the provider's API, by endpoint and HTTP status, transport error or "
+    "invalid_body.",
     (*PROVIDER_LABELS, "endpoint", "code"),
 )
 API_RETRIES = _family(
@@ -127,16 +166,18 @@ BUDGET_REMAINING = _family(
 BUDGET_PER_MINUTE = _family(
     "api_budget_requests_per_minute",
     "gauge",
-    "Client-side ceiling on API requests per minute (--cohere.max-requests-per-minute).",
+    "Client-side ceiling on API requests per minute (--<provider>.max-requests-per-minute).",
     PROVIDER_LABELS,
 )
 BACKOFF = _family(
     "api_backoff_seconds",
     "gauge",
-    "Seconds left in the pause that a 429 answer imposed on every request.",
+    "Seconds left in the pause that a 429 answer imposed on every request to the provider.",
     PROVIDER_LABELS,
 )
-ASYNCIO_TASKS = _family("asyncio_tasks", "gauge", "asyncio tasks alive in the exporter.", ())
+ASYNCIO_TASKS = _family(
+    "exporter_asyncio_tasks", "gauge", "asyncio tasks alive in the exporter.", ()
+)
 
 # ------------------------------------------------------------------------- step metric names
 
@@ -145,47 +186,58 @@ STEP_PREFIX = f"{PREFIX}_step_"
 # and OpenMetrics reserve for counters, histograms and info metrics get "_value" appended.
 RESERVED_NAMES = frozenset({"number", "timestamp_seconds", "outliers", "nonfinite"})
 RESERVED_SUFFIXES = ("_total", "_created", "_count", "_sum", "_bucket", "_info", "_gcount", "_gsum")
-SKIPPED_METRICS = frozenset({"step"})  # Cohere's step number again, already in step_number
 _INVALID_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def run_label_values(provider: str, run_id: str) -> list[str]:
     """The values of ``RUN_LABELS`` for one run."""
-    return [run_id]
+    return [provider, run_id]
 
 
 def provider_label_values(provider: str) -> list[str]:
     """The values of ``PROVIDER_LABELS`` for one provider."""
-    return []
+    return [provider]
 
 
-def step_family_name(metric: str) -> str | None:
-    """The family that carries provider metric ``metric``, or None when nothing usable is left."""
+def metric_label(metric: str) -> str | None:
+    """A provider metric's name as a label value and family suffix: ``train/loss`` →
+    ``train_loss``; None when nothing usable is left."""
     cleaned = _INVALID_CHARS.sub("_", metric)
     if not cleaned.strip("_"):
         return None
     if cleaned in RESERVED_NAMES or cleaned.endswith(RESERVED_SUFFIXES):
         cleaned += "_value"
-    return STEP_PREFIX + cleaned
+    return cleaned
 
 
-def step_family(name: str, metric: str) -> Family:
-    """The gauge family ``name`` (from ``step_family_name``) that carries ``metric``."""
-    return Family(
-        name, "gauge", f"Cohere metric {metric!r} at the newest evaluated step.", RUN_LABELS
-    )
+def step_family_name(metric: str) -> str | None:
+    """The family that carries provider metric ``metric``, or None when nothing usable is left."""
+    label = metric_label(metric)
+    return None if label is None else STEP_PREFIX + label
+
+
+def step_family(name: str, sources: Mapping[str, str]) -> Family:
+    """The gauge family ``name`` that carries, for each provider, the metric named in
+    ``sources`` (provider → the provider's own metric name), for its HELP."""
+    named = ", ".join(f"{metric!r} ({provider})" for provider, metric in sorted(sources.items()))
+    return Family(name, "gauge", f"Provider metric {named} at the newest logged step.", RUN_LABELS)
 
 
 def help_text(family: Family, source: str) -> str:
     return f"{family.help} {source}"
 
 
-def owners(metrics: set[str]) -> dict[str, str]:
-    """Family name → the provider metric that fills it: when two names sanitise alike, the
-    first in sorted order keeps the family and the others are left out, everywhere alike."""
-    found: dict[str, str] = {}
-    for metric in sorted(metrics - SKIPPED_METRICS):
-        family = step_family_name(metric)
-        if family is not None:
-            found.setdefault(family, metric)
+def owners(metrics: Mapping[str, set[str]]) -> dict[str, dict[str, str]]:
+    """Family name → provider → the metric that fills it for that provider.
+
+    When two of one provider's names sanitise alike, the first in sorted order keeps the
+    family and the others are left out, live and in ``backfill`` alike; different providers
+    never take a family from each other, since their series differ by ``provider``.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for provider, names in sorted(metrics.items()):
+        for metric in sorted(names):
+            family = step_family_name(metric)
+            if family is not None:
+                found.setdefault(family, {}).setdefault(provider, metric)
     return found

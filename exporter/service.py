@@ -50,7 +50,7 @@ class Exporter:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
-        names = providers.NAMES
+        names = settings.polled_providers()
         self.budgets = {name: providers.budget_for(settings, name) for name in names}
         self.live_registry, telemetry = live_registry(self.budgets)
         self.exposition = ExpositionCache(self.live_registry)
@@ -107,7 +107,7 @@ def new_session(settings: Settings) -> aiohttp.ClientSession:
     """One pooled session: keep-alive connections, bounded to what the pollers can use."""
     connector = aiohttp.TCPConnector(
         limit=settings.poll_concurrency * 2 * len(providers.NAMES), keepalive_timeout=75
-    )
+    )  # a pool per process; each provider's poller uses at most --poll.concurrency of it
     return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 

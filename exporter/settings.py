@@ -8,7 +8,6 @@ flag parser, ``check-config``, error messages and the README table spell a setti
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,88 +21,25 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from yarl import URL
 
-ENV_PREFIX = "COHERE_EXPORTER_"
+from exporter.setting_values import (
+    check_api_url,
+    check_run_ids,
+    echo,
+    flag,
+    parse_listen_address,
+    read_key,
+    split_list,
+)
+
+ENV_PREFIX = "FINETUNE_EXPORTER_"
 DEFAULT_PORT = 10042
-MAX_ECHOED_CHARS = 60
-
-# Run IDs go into a URL path. Real IDs are UUIDs; anything outside RFC 3986's unreserved set
-# (or a dot segment) could steer the request to another path, so it is refused up front.
-_RUN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: int() would take any Unicode digit
-
-
-def flag(name: str, *, secret: bool = False) -> dict[str, Any]:
-    """Metadata that ties a settings field to its flag ("" for environment-only secrets)."""
-    return {"flag": name, "secret": secret}
-
-
-def echo(value: object) -> str:
-    """A user's value quoted in an error message, cut so that a huge value is not sent back."""
-    text = repr(value)
-    return text if len(text) <= MAX_ECHOED_CHARS else f"{text[: MAX_ECHOED_CHARS - 4]}...'"
-
-
-def parse_listen_address(value: str) -> tuple[str | None, int]:
-    """Split ``host:port`` (``[v6]:port``, ``:port`` = every interface) as exporters spell it.
-
-    Port 0 would listen on a random port that nobody can be told to scrape: it is refused.
-    """
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not _PORT.fullmatch(port_text):
-        raise ValueError(f"expected HOST:PORT or :PORT, got {echo(value)}")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 1-65535")
-    host = host.strip("[]")
-    return (host or None), port
-
-
-def check_api_url(value: str) -> str:
-    """An http(s) base URL with a host and nothing that a request path could not follow.
-
-    The value is never echoed in an error: a URL may carry a password.
-    """
-    try:
-        url = URL(value.strip())
-    except ValueError:
-        raise ValueError("expected an http(s) URL with a host") from None
-    if url.scheme not in {"http", "https"} or not url.host:
-        raise ValueError("expected an http(s) URL with a host")
-    if url.user is not None or url.password is not None:
-        raise ValueError(
-            "the API URL may not carry a user or password; give the key in its own setting"
-        )
-    if url.query_string or url.fragment:
-        raise ValueError("the API URL may not carry a query or fragment")
-    return str(url).rstrip("/")
-
-
-def split_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
-def check_run_ids(value: tuple[str, ...]) -> tuple[str, ...]:
-    bad = [v for v in value if not _RUN_ID.fullmatch(v) or v in {".", ".."}]
-    if bad:
-        shown = ", ".join(map(echo, bad[:3])) + (
-            f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        )
-        raise ValueError(f"IDs may hold only letters, digits and . _ ~ - (got {shown})")
-    return tuple(dict.fromkeys(value))
-
-
-def read_key(path: Path, field: str) -> SecretStr:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{field}: cannot read {path}: {exc.__class__.__name__}") from None
-    if not text:
-        raise ValueError(f"{field}: {path} is empty")
-    return SecretStr(text)
+PROVIDERS = ("cohere", "together")
+#: The settings that give each provider its key, as an error names them.
+KEY_SETTINGS = {
+    "cohere": "--cohere.api-key-file / CO_API_KEY",
+    "together": "--together.api-key-file / TOGETHER_API_KEY",
+}
 
 
 class Settings(BaseSettings):
@@ -133,6 +69,12 @@ class Settings(BaseSettings):
         description="Exporter-toolkit web config file (TLS and basic auth).",
         json_schema_extra=flag("--web.config.file"),
     )
+    providers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated providers to poll (cohere, together); empty: every one "
+        "with a key.",
+        json_schema_extra=flag("--providers"),
+    )
     cohere_api_url: str = Field(
         default="https://api.cohere.com",
         validation_alias=AliasChoices(
@@ -153,7 +95,7 @@ class Settings(BaseSettings):
         json_schema_extra=flag("--cohere.api-key-file"),
     )
     cohere_client_name: str = Field(
-        default="cohere-finetune-exporter",
+        default="finetune-exporter",
         description="Sent as X-Client-Name to identify this caller.",
         json_schema_extra=flag("--cohere.client-name"),
     )
@@ -182,6 +124,51 @@ class Settings(BaseSettings):
         le=10,
         description="Retries of a request after a 5xx, 429, timeout or connection error.",
         json_schema_extra=flag("--cohere.max-retries"),
+    )
+    together_api_url: str = Field(
+        default="https://api.together.ai",
+        validation_alias=AliasChoices(
+            "together_api_url", f"{ENV_PREFIX}TOGETHER_API_URL", "TOGETHER_BASE_URL"
+        ),
+        description="Base URL of the Together API.",
+        json_schema_extra=flag("--together.api-url"),
+    )
+    together_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("together_api_key", "TOGETHER_API_KEY"),
+        description="API key (environment only; prefer the key file).",
+        json_schema_extra=flag("", secret=True),
+    )
+    together_api_key_file: Path | None = Field(
+        default=None,
+        description="File holding the API key; wins over TOGETHER_API_KEY.",
+        json_schema_extra=flag("--together.api-key-file"),
+    )
+    together_jobs: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated fine-tuning job IDs (ft-...); empty discovers every job.",
+        json_schema_extra=flag("--together.jobs"),
+    )
+    together_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds one API request may take, body included.",
+        json_schema_extra=flag("--together.timeout"),
+    )
+    together_max_requests_per_minute: int = Field(
+        default=400,
+        ge=1,
+        le=100_000,
+        description="Client-side ceiling on API requests per minute, retries included.",
+        json_schema_extra=flag("--together.max-requests-per-minute"),
+    )
+    together_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a request after a 5xx, 429, timeout or connection error.",
+        json_schema_extra=flag("--together.max-retries"),
     )
     poll_interval: float = Field(
         default=60.0,
@@ -229,7 +216,7 @@ class Settings(BaseSettings):
         json_schema_extra=flag("--shard.index"),
     )
     spike_metrics: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=("cross_entropy", "loss"),
+        default=("cross_entropy", "loss", "train/loss", "eval/loss"),
         description="Comma-separated loss-like metrics whose every step is checked for spikes.",
         json_schema_extra=flag("--spike.metrics"),
     )
@@ -274,9 +261,19 @@ class Settings(BaseSettings):
         json_schema_extra=flag("--log.format"),
     )
 
-    _split = field_validator("cohere_models", "spike_metrics", mode="before")(split_list)
-    _ids = field_validator("cohere_models")(check_run_ids)
-    _url = field_validator("cohere_api_url")(check_api_url)
+    _split = field_validator(
+        "providers", "cohere_models", "together_jobs", "spike_metrics", mode="before"
+    )(split_list)
+    _ids = field_validator("cohere_models", "together_jobs")(check_run_ids)
+    _url = field_validator("cohere_api_url", "together_api_url")(check_api_url)
+
+    @field_validator("providers")
+    @classmethod
+    def _check_providers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown provider {echo(unknown[0])} (known: {', '.join(PROVIDERS)})")
+        return tuple(dict.fromkeys(value))
 
     @field_validator("web_listen_address")
     @classmethod
@@ -301,25 +298,29 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_key_files(self) -> Settings:
-        if self.cohere_api_key_file is not None:
-            self.cohere_api_key = read_key(self.cohere_api_key_file, "cohere_api_key_file")
-        elif self.cohere_api_key is not None:
-            stripped = self.cohere_api_key.get_secret_value().strip()
-            if not stripped:
-                raise ValueError("cohere_api_key: CO_API_KEY is set but empty")
-            self.cohere_api_key = SecretStr(stripped)
+        self.cohere_api_key = _key(self.cohere_api_key, self.cohere_api_key_file, "cohere")
+        self.together_api_key = _key(self.together_api_key, self.together_api_key_file, "together")
         return self
 
-    def require_key(self) -> SecretStr:
-        """The key ``serve`` cannot run without; a clear error names both ways to give it."""
-        if self.cohere_api_key is None:
+    def key(self, provider: str) -> SecretStr | None:
+        return self.cohere_api_key if provider == "cohere" else self.together_api_key
+
+    def polled_providers(self) -> tuple[str, ...]:
+        """The providers ``serve`` polls: those named by --providers, each of which needs its
+        key, or else every provider whose key is set; none at all is a configuration error."""
+        if self.providers:
+            missing = [name for name in self.providers if self.key(name) is None]
+            if missing:
+                raise ConfigError(
+                    [f"{KEY_SETTINGS[name]}: no API key for provider {name}" for name in missing]
+                )
+            return self.providers
+        keyed = tuple(name for name in PROVIDERS if self.key(name) is not None)
+        if not keyed:
             raise ConfigError(
-                [
-                    "--cohere.api-key-file / CO_API_KEY: "
-                    "no API key: set CO_API_KEY or pass a key file"
-                ]
+                ["no API key: set one of " + " or ".join(KEY_SETTINGS[name] for name in PROVIDERS)]
             )
-        return self.cohere_api_key
+        return keyed
 
     @property
     def listen(self) -> tuple[str | None, int]:
@@ -333,6 +334,19 @@ class Settings(BaseSettings):
             if spelling(name).secret and isinstance(value, SecretStr):
                 found.append(value.get_secret_value())
         return found
+
+
+def _key(given: SecretStr | None, file: Path | None, provider: str) -> SecretStr | None:
+    """The key from its file (which wins) or the environment, stripped; empty is an error."""
+    if file is not None:
+        return read_key(file, f"{provider}_api_key_file")
+    if given is None:
+        return None
+    stripped = given.get_secret_value().strip()
+    if not stripped:
+        env = KEY_SETTINGS[provider].rpartition(" / ")[2]
+        raise ValueError(f"{provider}_api_key: {env} is set but empty")
+    return SecretStr(stripped)
 
 
 class ConfigError(Exception):

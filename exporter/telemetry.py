@@ -60,9 +60,9 @@ class BudgetCollector(Collector):
 
     Example::
 
-        cohere_finetune_api_budget_remaining 398.0
-        cohere_finetune_api_budget_requests_per_minute 400.0
-        cohere_finetune_api_backoff_seconds 0.0
+        finetune_api_budget_remaining{provider="cohere"} 398.0
+        finetune_api_budget_requests_per_minute{provider="cohere"} 400.0
+        finetune_api_backoff_seconds{provider="cohere"} 0.0
     """
 
     def __init__(self, budgets: Mapping[str, RequestBudget]) -> None:
@@ -87,7 +87,7 @@ class RuntimeCollector(Collector):
 
     Example::
 
-        cohere_finetune_asyncio_tasks 3.0
+        finetune_exporter_asyncio_tasks 3.0
     """
 
     def collect(self) -> Iterator[Metric]:

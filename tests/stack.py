@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.service import Exporter, new_session
 from exporter.settings import load_settings
-from exporter.simulator import FaultInjector, Scenario, SimClock, build_app
+from exporter.simulator import FaultInjector, Scenario, SimClock, build_app, new_world
 from exporter.simulator.cohere import CohereWorld
+from exporter.simulator.providers import AnyWorld
 from exporter.upstream.client import RetryPolicy
 
 API_KEY = "sk-sim-5e3b9c1d7a2f4e6b8c0d"
@@ -40,20 +41,52 @@ class ManualClock:
 
 
 @dataclass
+class Simulated:
+    """One provider's simulated API as a test reaches it."""
+
+    world: AnyWorld
+    faults: FaultInjector
+    url: str
+    runner: web.AppRunner
+
+
+@dataclass
 class Stack:
-    world: CohereWorld
-    sim_clock: SimClock
+    sims: dict[str, Simulated]
     poll_clock: ManualClock
     exporter: Exporter
     exporter_url: str
-    sim_url: str
     http: aiohttp.ClientSession
-    faults: FaultInjector
-    sim_runner: web.AppRunner
 
-    async def stop_simulator(self) -> None:
-        """Close the simulated API's socket: later connections are refused."""
-        await self.sim_runner.cleanup()
+    def sim(self, provider: str) -> Simulated:
+        return self.sims[provider]
+
+    @property
+    def world(self) -> Any:
+        """The world of a stack with one provider (most tests)."""
+        (only,) = self.sims.values()
+        return only.world
+
+    @property
+    def faults(self) -> FaultInjector:
+        (only,) = self.sims.values()
+        return only.faults
+
+    @property
+    def sim_url(self) -> str:
+        (only,) = self.sims.values()
+        return only.url
+
+    @property
+    def sim_clock(self) -> SimClock:
+        clocks = {id(sim.world.clock): sim.world.clock for sim in self.sims.values()}
+        (clock,) = clocks.values()
+        return clock
+
+    async def stop_simulator(self, provider: str | None = None) -> None:
+        """Close a simulated API's socket: later connections are refused."""
+        name = provider or next(iter(self.sims))
+        await self.sims[name].runner.cleanup()
 
     async def scrape(self, path: str = "/metrics", **headers: str) -> aiohttp.ClientResponse:
         response = await self.http.get(self.exporter_url + path, headers=headers)
@@ -72,10 +105,18 @@ class Stack:
         return found
 
 
+def run_labels(run_id: str, provider: str = "cohere", **extra: str) -> frozenset[tuple[str, str]]:
+    """The label set of a run's series (plus ``extra`` labels such as ``metric``)."""
+    return frozenset({("provider", provider), ("finetune_id", run_id), *extra.items()})
+
+
 def model_sample(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, model_id: str
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float],
+    name: str,
+    model_id: str,
+    provider: str = "cohere",
 ) -> float | None:
-    return samples.get((name, frozenset({("finetuned_model_id", model_id)})))
+    return samples.get((name, run_labels(model_id, provider)))
 
 
 def same_value(a: float | None, b: float | None) -> bool:
@@ -106,46 +147,51 @@ async def serve_app(app: web.Application) -> AsyncIterator[Served]:
 @contextlib.asynccontextmanager
 async def simulated_stack(
     *,
+    providers: tuple[str, ...] = ("cohere",),
     models: int = 8,
     seed: int = 7,
     step_order: StepOrder = "newest-first",
     api_key: str = API_KEY,
     retry: RetryPolicy | None = None,
     scenario: Scenario | None = None,
-    world: CohereWorld | None = None,
+    world: AnyWorld | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
-    if world is None:
-        world = CohereWorld(
-            models=models,
-            seed=seed,
-            clock=SimClock(speed=1.0, frozen=True),
-            step_order=step_order,
-            api_key=API_KEY,
-            scenario=scenario,
-        )
-    sim_clock = world.clock
-    poll_clock = ManualClock()
-    faults = FaultInjector(seed=seed)
-    async with serve_app(build_app(world, faults)) as sim:
-        sim_url = sim.url
-        settings = load_settings(
-            cohere_api_url=sim_url,
-            cohere_api_key=api_key,
-            cohere_client_name="integration-tests",
-            **overrides,
-        )
-        async with new_session(settings) as session, aiohttp.ClientSession() as http:
-            exporter = Exporter(settings, session, monotonic=poll_clock, retry=retry)
-            async with serve_app(exporter.app) as served:
-                yield Stack(
-                    world,
-                    sim_clock,
-                    poll_clock,
-                    exporter,
-                    served.url,
-                    sim_url,
-                    http,
-                    faults,
-                    sim.runner,
-                )
+    """The exporter polling the simulated API of each of ``providers`` (or of ``world``'s
+    provider), every simulator on one frozen clock and the poller on a ``ManualClock``."""
+    clock = world.clock if world is not None else SimClock(speed=1.0, frozen=True)
+    worlds: dict[str, AnyWorld] = {}
+    if world is not None:
+        worlds[provider_of(world)] = world
+    else:
+        for name in providers:
+            worlds[name] = new_world(
+                name,
+                runs=models,
+                seed=seed,
+                clock=clock,
+                api_key=API_KEY,
+                scenario=scenario,
+                step_order=step_order,
+            )
+    async with contextlib.AsyncExitStack() as stack:
+        sims: dict[str, Simulated] = {}
+        for name, made in worlds.items():
+            faults = FaultInjector(seed=seed)
+            served = await stack.enter_async_context(serve_app(build_app(made, faults)))
+            sims[name] = Simulated(made, faults, served.url, served.runner)
+        access: dict[str, Any] = {"cohere_client_name": "integration-tests"}
+        for name, sim in sims.items():
+            access[f"{name}_api_url"] = sim.url
+            access[f"{name}_api_key"] = api_key
+        settings = load_settings(**access, **overrides)
+        session = await stack.enter_async_context(new_session(settings))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        poll_clock = ManualClock()
+        exporter = Exporter(settings, session, monotonic=poll_clock, retry=retry)
+        served = await stack.enter_async_context(serve_app(exporter.app))
+        yield Stack(sims, poll_clock, exporter, served.url, http)
+
+
+def provider_of(world: AnyWorld) -> str:
+    return "cohere" if isinstance(world, CohereWorld) else "together"

@@ -99,7 +99,6 @@ class Poller:
         part = ProviderPart(
             name=self.provider.name,
             runs=self.book.views(),
-            statuses=self.provider.statuses,
             up=self._up,
             poll_duration=self._monotonic() - started,
             ready=self._ready,
@@ -114,7 +113,7 @@ class Poller:
         except ApiError as exc:
             self.discovery.report(self._problems, exc)
             return exc
-        self.dropped["models"] += found.dropped
+        self.dropped["runs"] += found.dropped
         self.book.apply(found)
         self._discovered_at = self._monotonic()
         self.discovery.report(self._problems, None)

@@ -74,11 +74,6 @@ class Provider(Protocol):
         """The ``provider`` label value: ``cohere``, ``together``."""
         ...
 
-    @property
-    def statuses(self) -> tuple[str, ...]:
-        """Every status string the provider documents, in its own order."""
-        ...
-
     def list_runs(self) -> AsyncIterator[Sequence[Run]]:
         """Every run of the account, a page at a time, so that discovery can keep what it
         needs of a huge account without holding all of it."""

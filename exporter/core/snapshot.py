@@ -45,7 +45,6 @@ class ProviderPart:
 
     name: str
     runs: tuple[RunView, ...] = ()
-    statuses: tuple[str, ...] = ()
     up: bool = False
     poll_duration: float | None = None
     ready: bool = False

@@ -60,9 +60,12 @@ class SpikeTracker:
                 if math.isfinite(value):
                     history.append(value)
 
-    def judge(self, metrics: Mapping[str, float]) -> None:
-        """Count a newly processed step, then add it to the history."""
-        self.processed += 1
+    def judge(self, metrics: Mapping[str, float], *, new_step: bool = True) -> None:
+        """Judge a step's values and add them to the history; count the step when it is new
+        (a value that arrives later for a step already counted, such as an evaluation logged
+        after its training step, is judged without counting the step again)."""
+        if new_step:
+            self.processed += 1
         for metric in self.rule.metrics:
             value = metrics.get(metric)
             if value is None:

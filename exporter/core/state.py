@@ -33,6 +33,7 @@ class SavedRun(_Strict):
     """One run's reading position, spike window and counts."""
 
     position: int
+    judged: list[str] = Field(default_factory=list)  # metrics of that step judged so far
     cursor: dict[str, str] = Field(default_factory=dict)
     history: dict[str, list[float]] = Field(default_factory=dict)
     # Counters continue across a restart, so that increase() sees exactly the steps judged

@@ -37,6 +37,7 @@ class RunTracker:
         self.run = run
         self.newest: StepRecord | None = None
         self.position: int | None = None  # highest step number processed; None until polled
+        self.judged: set[str] = set()  # metrics of the position's step judged so far
         self.cursor: dict[str, str] = {}
         self.up = False
         self.last_success: float | None = None
@@ -46,6 +47,7 @@ class RunTracker:
         self._max_metrics = max_metrics
         if saved is not None:
             self.position = saved.position
+            self.judged = set(saved.judged)
             self.cursor = dict(saved.cursor)
             self.spikes.restore(saved.history, saved.outliers, saved.nonfinite, saved.processed)
 
@@ -67,14 +69,17 @@ class RunTracker:
     def absorb(self, steps: Iterable[StepRecord]) -> int:
         """Judge each step after the position exactly once, in step order; keep the newest.
 
-        Returns how many metric names the newest step lost to ``--limits.max-metrics-per-model``.
-        Steps read before the first position is known are history from before this exporter
-        looked: they fill the spike window but are not judged.
+        A value that shows up later for the position's own step (an evaluation logged after
+        its training step) is judged then, once; so every (step, metric) is judged exactly
+        once. Steps read before the first position is known are history from before this
+        exporter looked: they fill the spike window but are not judged. Returns how many
+        metric names the newest step lost to ``--limits.max-metrics-per-model``.
         """
         by_number = {s.number: s for s in sorted(steps, key=_step_key)}
         ordered = [by_number[n] for n in sorted(by_number)]
         if not ordered:
             return 0
+        newest = ordered[-1]
         if self.position is None:
             for step in ordered[-self.spikes.rule.window :]:
                 self.spikes.remember(step.metrics)
@@ -82,9 +87,16 @@ class RunTracker:
             for step in ordered:
                 if step.number > self.position:
                     self.spikes.judge(step.metrics)
-        newest = ordered[-1]
+                elif step.number == self.position:
+                    late = {k: v for k, v in step.metrics.items() if k not in self.judged}
+                    if late:
+                        self.spikes.judge(late, new_step=False)
+                        self.judged.update(late)
         if self.position is not None and newest.number < self.position:
             return 0
+        if newest.number != self.position:
+            self.judged = set()
+        self.judged.update(newest.metrics)
         self.position = newest.number
         self.newest, dropped = trimmed(newest, self._max_metrics)
         return dropped
@@ -116,6 +128,7 @@ class RunTracker:
         spikes = self.spikes
         return SavedRun(
             position=self.position,
+            judged=sorted(self.judged),
             cursor=dict(self.cursor),
             history={metric: list(values) for metric, values in spikes.history.items()},
             outliers=dict(spikes.outliers),

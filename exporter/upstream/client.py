@@ -33,7 +33,7 @@ from exporter.upstream.errors import (
     ApiTransportError,
 )
 
-USER_AGENT = f"cohere-finetune-exporter/{__version__}"
+USER_AGENT = f"finetune-exporter/{__version__}"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 #: JSON objects one answer may hold: a page of 1,000 steps has 2,000; the largest real answer
 #: (an unpaged list of thousands of jobs) well under this. Parsing stops when it is passed.

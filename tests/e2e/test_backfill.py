@@ -22,7 +22,7 @@ from tests.e2e.services import binary, free_port, get_json, running
 from tests.stack import API_KEY, serve_app
 
 pytestmark = pytest.mark.e2e
-LOSS = "cohere_finetune_step_cross_entropy"
+LOSS = "finetune_step_cross_entropy"
 
 
 @dataclass
@@ -99,7 +99,7 @@ def raw_samples(loaded: Loaded, expr: str) -> dict[str, dict[int, float]]:
     first, last = min(stamps), max(stamps)
     found: dict[str, dict[int, float]] = {}
     for series in loaded.query(f"{expr}[{last - first + 1}ms]", last):
-        model_id = series["metric"]["finetuned_model_id"]
+        model_id = series["metric"]["finetune_id"]
         found[model_id] = {ms(float(t)): float(v) for t, v in series["values"]}
     return found
 
@@ -121,17 +121,17 @@ def test_every_step_reads_back_at_its_timestamp(loaded: Loaded) -> None:
 
 
 def test_step_numbers_read_back(loaded: Loaded) -> None:
-    stored = raw_samples(loaded, "cohere_finetune_step_number")
+    stored = raw_samples(loaded, "finetune_step_number")
     for model_id, steps in loaded.steps.items():
         assert stored[model_id] == {ms(s.created_at): float(s.step_number) for s in steps}
 
 
 def test_info_joins_over_the_whole_history(loaded: Loaded) -> None:
-    expr = f"{LOSS} * on (finetuned_model_id) group_left (name) cohere_finetune_model_info"
+    expr = f"{LOSS} * on (provider, finetune_id) group_left (name) finetune_run_info"
     for model_id, steps in loaded.steps.items():
         for sim_step in (steps[0], steps[len(steps) // 2], steps[-1]):
             answer = loaded.query(expr, ms(sim_step.created_at))
-            mine = [s for s in answer if s["metric"]["finetuned_model_id"] == model_id]
+            mine = [s for s in answer if s["metric"]["finetune_id"] == model_id]
             assert len(mine) == 1, json.dumps(answer)[:500]
             assert mine[0]["metric"]["name"] == loaded.names[model_id]
             assert same(float(mine[0]["value"][1]), sim_step.metrics["cross_entropy"])
@@ -141,18 +141,16 @@ def test_same_names_as_live_and_nothing_beyond_the_steps(loaded: Loaded) -> None
     stamps = [ms(s.created_at) for steps in loaded.steps.values() for s in steps]
     first, last = min(stamps), max(stamps)
     hour = 3_600_000
-    answer = loaded.query(
-        f'{{__name__=~"cohere_finetune_.+"}}[{last - first + hour + 1}ms]', last + hour
-    )
+    answer = loaded.query(f'{{__name__=~"finetune_.+"}}[{last - first + hour + 1}ms]', last + hour)
     names = {series["metric"]["__name__"] for series in answer}
     assert names == {
-        "cohere_finetune_model_info",
-        "cohere_finetune_step_number",
-        "cohere_finetune_step_timestamp_seconds",
-        "cohere_finetune_step_accuracy",
-        "cohere_finetune_step_cross_entropy",
-        "cohere_finetune_step_generation_accuracy",
-        "cohere_finetune_step_generation_cross_entropy",
+        "finetune_run_info",
+        "finetune_step_number",
+        "finetune_step_timestamp_seconds",
+        "finetune_step_accuracy",
+        "finetune_step_cross_entropy",
+        "finetune_step_generation_accuracy",
+        "finetune_step_generation_cross_entropy",
     }
     times = [ms(float(t)) for series in answer for t, _ in series["values"]]
     assert min(times) == first

@@ -70,9 +70,9 @@ def test_image_runs_demo_as_non_root_and_serves_metrics(image: str, demo_contain
         if status != 200:
             return None
         models = {
-            sample.labels["finetuned_model_id"]
+            sample.labels["finetune_id"]
             for family in text_string_to_metric_families(body.decode())
-            if family.name == "cohere_finetune_step_cross_entropy"
+            if family.name == "finetune_step_cross_entropy"
             for sample in family.samples
         }
         return models if len(models) >= 3 else None

@@ -50,8 +50,8 @@ def test_backfill_writes_every_step_and_stays_quiet(tmp_path: Path) -> None:
     assert text.endswith("# EOF\n")
     families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
     per_model: dict[str, int] = {}
-    for sample in families["cohere_finetune_step_number"].samples:
-        model = sample.labels["finetuned_model_id"]
+    for sample in families["finetune_step_number"].samples:
+        model = sample.labels["finetune_id"]
         per_model[model] = per_model.get(model, 0) + 1
         assert sample.timestamp is not None
     expected = {m["id"]: m["step_count"] for m in truth["runs"] if m["step_count"]}

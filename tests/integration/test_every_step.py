@@ -10,7 +10,7 @@ import pytest
 
 from exporter.simulator import Scenario, ScriptedModel, ScriptedSpike, SimClock
 from exporter.simulator.cohere import CohereWorld
-from tests.stack import API_KEY, Stack, StepOrder, model_sample, simulated_stack
+from tests.stack import API_KEY, Stack, StepOrder, model_sample, run_labels, simulated_stack
 
 pytestmark = pytest.mark.integration
 ORDERS: tuple[StepOrder, ...] = ("newest-first", "oldest-first")
@@ -36,15 +36,15 @@ def counters(
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float], model: str
 ) -> tuple[float, float, float]:
     def labelled(name: str) -> float:
-        key = frozenset({("finetuned_model_id", model), ("metric", "cross_entropy")})
+        key = run_labels(model, metric="cross_entropy")
         return samples[(name, key)]
 
-    processed = model_sample(samples, "cohere_finetune_steps_processed_total", model)
+    processed = model_sample(samples, "finetune_steps_processed_total", model)
     assert processed is not None
     return (
         processed,
-        labelled("cohere_finetune_step_outliers_total"),
-        labelled("cohere_finetune_step_nonfinite_total"),
+        labelled("finetune_step_outliers_total"),
+        labelled("finetune_step_nonfinite_total"),
     )
 
 
@@ -65,7 +65,7 @@ async def test_steps_between_polls_are_each_processed_once(order: StepOrder) -> 
         await stack.exporter.run_cycle()
         samples = await stack.samples()
         assert counters(samples, model) == (10, 1, 1)
-        assert model_sample(samples, "cohere_finetune_step_number", model) == 136
+        assert model_sample(samples, "finetune_step_number", model) == 136
         for _ in range(3):  # nothing new: nothing counted again, one request per cycle
             stack.world.request_counts.clear()
             stack.poll_clock.advance(60)
@@ -103,7 +103,7 @@ async def poll_every_minute(stack: Stack, model: str, minutes: int) -> list[floa
         stack.sim_clock.advance(60)
         stack.poll_clock.advance(60)
         await stack.exporter.run_cycle()
-        value = model_sample(await stack.samples(), "cohere_finetune_step_cross_entropy", model)
+        value = model_sample(await stack.samples(), "finetune_step_cross_entropy", model)
         assert value is not None
         seen.append(value)
     return seen

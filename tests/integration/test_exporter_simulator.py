@@ -11,14 +11,23 @@ import pytest
 
 from exporter.contract import step_family_name
 from exporter.exposition import PROMETHEUS_3_ACCEPT
-from exporter.providers.cohere.provider import FINAL_STATUSES
+from exporter.providers.cohere.provider import FINAL_STATUSES, PHASES
 from exporter.service import Exporter, new_session
 from exporter.settings import load_settings
 from tests.promtool import promtool_check_metrics
-from tests.stack import API_KEY, Stack, StepOrder, model_sample, same_value, simulated_stack
+from tests.stack import (
+    API_KEY,
+    Stack,
+    StepOrder,
+    model_sample,
+    run_labels,
+    same_value,
+    simulated_stack,
+)
 
 pytestmark = pytest.mark.integration
 ORDERS: tuple[StepOrder, ...] = ("newest-first", "oldest-first")
+COHERE = frozenset({("provider", "cohere")})
 
 
 def active_ids(stack: Stack) -> list[str]:
@@ -33,13 +42,13 @@ async def assert_metrics_match_simulator(stack: Stack, *, statuses: bool = True)
     with_steps = 0
     for model_id in ids:
         truth = stack.world.newest_step(model_id)
-        number = model_sample(samples, "cohere_finetune_step_number", model_id)
+        number = model_sample(samples, "finetune_step_number", model_id)
         if truth is None:
             assert number is None, model_id
             continue
         with_steps += 1
         assert number == truth.step_number, model_id
-        stamp = model_sample(samples, "cohere_finetune_step_timestamp_seconds", model_id)
+        stamp = model_sample(samples, "finetune_step_timestamp_seconds", model_id)
         assert stamp == pytest.approx(truth.created_at, abs=1e-6)
         for metric, value in truth.metrics.items():
             if metric == "step":
@@ -48,11 +57,11 @@ async def assert_metrics_match_simulator(stack: Stack, *, statuses: bool = True)
             assert family is not None
             assert same_value(model_sample(samples, family, model_id), value), (model_id, metric)
         if statuses:
-            labels = frozenset(
-                {("finetuned_model_id", model_id), ("status", stack.world.status(model_id))}
-            )
-            assert samples[("cohere_finetune_model_status", labels)] == 1.0
-        assert model_sample(samples, "cohere_finetune_model_up", model_id) == 1.0
+            labels = run_labels(model_id, status=stack.world.status(model_id))
+            assert samples[("finetune_run_status", labels)] == 1.0
+            phase = run_labels(model_id, phase=PHASES[stack.world.status(model_id)])
+            assert samples[("finetune_run_phase", phase)] == 1.0
+        assert model_sample(samples, "finetune_run_up", model_id) == 1.0
     assert with_steps >= 3, "several simulated models have evaluated steps"
 
 
@@ -164,7 +173,7 @@ async def test_live_exposition_passes_promtool() -> None:
     async with simulated_stack(models=10) as stack:
         await stack.exporter.run_cycle()
         body = await (await stack.scrape()).read()
-        assert b"cohere_finetune_step_cross_entropy" in body
+        assert b"finetune_step_cross_entropy" in body
         assert promtool_check_metrics(body) == ""
 
 
@@ -186,12 +195,12 @@ async def test_content_negotiation_and_gzip() -> None:
         )
         assert raw.headers["Content-Encoding"] == "gzip"
         unzipped = gzip.decompress(await raw.read()).decode().splitlines()
-        model_lines = [line for line in unzipped if line.startswith("cohere_finetune_step_")]
+        model_lines = [line for line in unzipped if line.startswith("finetune_step_")]
         assert model_lines
         assert model_lines == [
             line
             for line in (await plain.read()).decode().splitlines()
-            if line.startswith("cohere_finetune_step_")
+            if line.startswith("finetune_step_")
         ]
 
 
@@ -218,20 +227,20 @@ async def test_configured_ids_are_fetched_by_id() -> None:
         assert stack.world.request_counts["get_model"] == 3
         samples = await stack.samples()
         for model_id in ids:
-            assert model_sample(samples, "cohere_finetune_model_up", model_id) == 1.0
-        assert model_sample(samples, "cohere_finetune_model_up", "no-such-model") == 0.0
-        assert samples[("cohere_finetune_up", frozenset())] == 1.0
+            assert model_sample(samples, "finetune_run_up", model_id) == 1.0
+        assert model_sample(samples, "finetune_run_up", "no-such-model") == 0.0
+        assert samples[("finetune_up", COHERE)] == 1.0
         others = set(stack.world.model_ids()) - set(ids)
-        assert not any(dict(labels).get("finetuned_model_id") in others for _, labels in samples)
+        assert not any(dict(labels).get("finetune_id") in others for _, labels in samples)
 
 
 async def test_wrong_key_is_reported_not_fatal() -> None:
     async with simulated_stack(models=4, api_key="sk-wrong") as stack:
         await stack.exporter.run_cycle()
         samples = await stack.samples()
-        assert samples[("cohere_finetune_up", frozenset())] == 0.0
-        key = frozenset({("endpoint", "list_models"), ("code", "401")})
-        assert samples[("cohere_finetune_api_requests_total", key)] == 1.0
+        assert samples[("finetune_up", COHERE)] == 0.0
+        key = frozenset({("provider", "cohere"), ("endpoint", "list_models"), ("code", "401")})
+        assert samples[("finetune_api_requests_total", key)] == 1.0
         assert (await stack.scrape("/readyz")).status == 200
 
 
@@ -240,7 +249,7 @@ async def test_identifying_headers_reach_the_api() -> None:
         await stack.exporter.run_cycle()
         report = await (await stack.http.get(stack.sim_url + "/simulator/requests")).json()
         assert report["last_client_name"] == "integration-tests"
-        assert report["last_user_agent"].startswith("cohere-finetune-exporter/")
+        assert report["last_user_agent"].startswith("finetune-exporter/")
 
 
 async def test_two_shards_split_the_account_exactly() -> None:
@@ -273,7 +282,7 @@ async def test_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
         good = {"Authorization": aiohttp.encode_basic_auth("prometheus", "s3cret")}
         async with stack.http.get(stack.exporter_url + "/metrics", headers=good) as answer:
             assert answer.status == 200
-            assert "cohere_finetune_up" in await answer.text()
+            assert "finetune_up" in await answer.text()
         wrong = {"Authorization": aiohttp.encode_basic_auth("prometheus", "guess")}
         async with stack.http.get(stack.exporter_url + "/metrics", headers=wrong) as answer:
             assert answer.status == 401

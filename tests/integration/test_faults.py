@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 
 from exporter.simulator import Fault
+from exporter.simulator.cohere import CohereWorld
 from exporter.upstream.client import RetryPolicy
-from tests.stack import Stack, model_sample, simulated_stack
+from tests.stack import Stack, model_sample, run_labels, simulated_stack
 
 pytestmark = pytest.mark.integration
 SCRAPE_DEADLINE = aiohttp.ClientTimeout(total=5)
@@ -25,6 +26,7 @@ class Case:
     code: str  # the code label the request counter must show
 
 
+COHERE = frozenset({("provider", "cohere")})
 STEP_FAULTS = {
     "500": Case(Fault(kind="status", status=500), "500"),
     "502": Case(Fault(kind="status", status=502), "502"),
@@ -67,7 +69,8 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 def training_model(stack: Stack) -> str:
-    return next(m for m in stack.world.model_ids() if stack.world.status(m) == "STATUS_FINETUNING")
+    world: CohereWorld = stack.world
+    return next(m for m in world.model_ids() if world.status(m) == "STATUS_FINETUNING")
 
 
 async def scrape_text(stack: Stack) -> str:
@@ -78,9 +81,7 @@ async def scrape_text(stack: Stack) -> str:
 
 def step_lines(text: str, model_id: str) -> list[str]:
     return sorted(
-        line
-        for line in text.splitlines()
-        if line.startswith("cohere_finetune_step_") and model_id in line
+        line for line in text.splitlines() if line.startswith("finetune_step_") and model_id in line
     )
 
 
@@ -111,26 +112,26 @@ async def test_step_endpoint_faults(
         stack.poll_clock.advance(3600)  # past any auth backoff
 
     samples = await stack.samples()
-    assert model_sample(samples, "cohere_finetune_model_up", target) == 0.0
+    assert model_sample(samples, "finetune_run_up", target) == 0.0
     codes = {
         dict(labels)["code"]
         for (metric, labels) in samples
-        if metric == "cohere_finetune_api_requests_total"
+        if metric == "finetune_api_requests_total"
         and dict(labels)["endpoint"] == "list_step_metrics"
     }
     assert case.code in codes
     assert warnings_about(caplog.records, target) == 1, "logged once, not once per poll"
     other = next(m for m in stack.world.model_ids() if m != target)
-    assert model_sample(samples, "cohere_finetune_model_up", other) == 1.0
+    assert model_sample(samples, "finetune_run_up", other) == 1.0
     assert step_lines(await scrape_text(stack), target) == good
 
     stack.faults.clear()
     await stack.exporter.run_cycle()
     recovered = await stack.samples()
-    assert model_sample(recovered, "cohere_finetune_model_up", target) == 1.0
+    assert model_sample(recovered, "finetune_run_up", target) == 1.0
     newest = stack.world.newest_step(target)
     assert newest is not None
-    assert model_sample(recovered, "cohere_finetune_step_number", target) == newest.step_number
+    assert model_sample(recovered, "finetune_step_number", target) == newest.step_number
     assert any(r.getMessage() == "run polling recovered" for r in caplog.records)
 
 
@@ -156,8 +157,8 @@ async def test_model_list_faults(stack: Stack, name: str, caplog: pytest.LogCapt
         stack.poll_clock.advance(200_000)  # every cycle walks the model list again
         await stack.exporter.run_cycle()
     samples = await stack.samples()
-    key = frozenset({("endpoint", "list_models"), ("code", code)})
-    assert samples[("cohere_finetune_api_requests_total", key)] >= 1
+    key = frozenset({("provider", "cohere"), ("endpoint", "list_models"), ("code", code)})
+    assert samples[("finetune_api_requests_total", key)] >= 1
     assert sorted(m.id for m in stack.exporter.snapshot.runs) == before
     discovery_logs = [
         r for r in caplog.records if r.levelno >= logging.WARNING and "discovery" in r.getMessage()
@@ -165,10 +166,9 @@ async def test_model_list_faults(stack: Stack, name: str, caplog: pytest.LogCapt
     if name == "unknown-status":
         statuses = {m.run.status for m in stack.exporter.snapshot.runs}
         assert statuses == {"STATUS_FROM_THE_FUTURE"}  # passed through, not an error
-        labels = frozenset(
-            {("finetuned_model_id", before[0]), ("status", "STATUS_FROM_THE_FUTURE")}
-        )
-        assert samples[("cohere_finetune_model_status", labels)] == 1.0
+        labels = run_labels(before[0], status="STATUS_FROM_THE_FUTURE")
+        assert samples[("finetune_run_status", labels)] == 1.0
+        assert samples[("finetune_run_phase", run_labels(before[0], phase="unknown"))] == 1.0
         return
     assert len(discovery_logs) <= 1
     if name in ("404-list", "410-list"):
@@ -177,7 +177,7 @@ async def test_model_list_faults(stack: Stack, name: str, caplog: pytest.LogCapt
     stack.poll_clock.advance(200_000)
     await stack.exporter.run_cycle()
     assert samples is not None
-    assert (await stack.samples())[("cohere_finetune_up", frozenset())] == 1.0
+    assert (await stack.samples())[("finetune_up", COHERE)] == 1.0
 
 
 async def test_refused_connection_is_survived() -> None:
@@ -188,10 +188,12 @@ async def test_refused_connection_is_survived() -> None:
         stack.poll_clock.advance(1_000)
         await stack.exporter.run_cycle()
         samples = await stack.samples()
-        assert samples[("cohere_finetune_up", frozenset())] == 0.0
+        assert samples[("finetune_up", COHERE)] == 0.0
         assert sorted(m.id for m in stack.exporter.snapshot.runs) == good
-        key = frozenset({("endpoint", "list_models"), ("code", "connection_error")})
-        assert samples[("cohere_finetune_api_requests_total", key)] == 1.0
+        key = frozenset(
+            {("provider", "cohere"), ("endpoint", "list_models"), ("code", "connection_error")}
+        )
+        assert samples[("finetune_api_requests_total", key)] == 1.0
 
 
 async def test_a_fifth_of_requests_failing_leaves_every_model_served() -> None:
@@ -205,7 +207,7 @@ async def test_a_fifth_of_requests_failing_leaves_every_model_served() -> None:
         served = [
             m
             for m in stack.world.model_ids()
-            if model_sample(samples, "cohere_finetune_step_number", m) is not None
+            if model_sample(samples, "finetune_step_number", m) is not None
         ]
         with_steps = [m for m in stack.world.model_ids() if stack.world.newest_step(m)]
         assert served == with_steps

@@ -16,14 +16,22 @@ async def test_models_and_metric_names_are_capped_and_counted() -> None:
         await stack.exporter.run_cycle()
         kept = [m.id for m in stack.exporter.snapshot.runs]
         assert len(kept) == 5
-        newest_five = sorted(
-            stack.world.model_ids(), key=lambda m: stack.world.model(m)["created_at"]
-        )[-5:]
+        newest_five = stack.world.model_ids()[-5:]  # listed oldest first
         assert sorted(kept) == sorted(newest_five)
         for model in stack.exporter.snapshot.runs:
             if model.newest_step is not None:
                 assert len(model.newest_step.metrics) == 2
         samples = await stack.samples()
-        assert samples[("cohere_finetune_dropped_total", frozenset({("kind", "models")}))] == 7
-        cut = samples[("cohere_finetune_dropped_total", frozenset({("kind", "metric_names")}))]
+        assert (
+            samples[
+                ("finetune_dropped_total", frozenset({("provider", "cohere"), ("kind", "runs")}))
+            ]
+            == 7
+        )
+        cut = samples[
+            (
+                "finetune_dropped_total",
+                frozenset({("provider", "cohere"), ("kind", "metric_names")}),
+            )
+        ]
         assert cut > 0

@@ -41,9 +41,9 @@ def fetch(url: str) -> tuple[int, str]:
 
 def models_with_steps(text: str) -> set[str]:
     return {
-        sample.labels["finetuned_model_id"]
+        sample.labels["finetune_id"]
         for family in text_string_to_metric_families(text)
-        if family.name == "cohere_finetune_step_cross_entropy"
+        if family.name == "finetune_step_cross_entropy"
         for sample in family.samples
     }
 
@@ -123,7 +123,7 @@ def test_serve_against_simulate(tmp_path: Path) -> None:
             wait_for(lambda: fetch(url + "/readyz")[0] == 200, 10, "readiness")
             status, text = fetch(url + "/metrics")
             assert status == 200
-            assert "cohere_finetune_up 1.0" in text
+            assert 'finetune_up{provider="cohere"} 1.0' in text
             assert models_with_steps(text)
             assert stop(exporter) == 0
         assert stop(simulator) == 0

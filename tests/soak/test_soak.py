@@ -75,7 +75,7 @@ async def figures(http: aiohttp.ClientSession, url: str) -> Figures:
     return Figures(
         values["process_open_fds"],
         values["process_resident_memory_bytes"],
-        values["cohere_finetune_asyncio_tasks"],
+        values["finetune_exporter_asyncio_tasks"],
     )
 
 
@@ -85,7 +85,7 @@ async def scraper(http: aiohttp.ClientSession, url: str, stop: float, load: Load
         try:
             async with http.get(url, headers=headers) as answer:
                 body = await answer.read()
-                if answer.status == 200 and b"cohere_finetune_up" in body:
+                if answer.status == 200 and b"finetune_up" in body:
                     load.answered += 1
                     continue
                 load.errors.append((time.monotonic(), f"HTTP {answer.status}"))

@@ -175,9 +175,7 @@ def ms(value: Timestamp | float | None) -> int:
 
 
 def series(samples: list[Sample], model_id: str) -> list[tuple[int, float]]:
-    return [
-        (ms(s.timestamp), s.value) for s in samples if s.labels["finetuned_model_id"] == model_id
-    ]
+    return [(ms(s.timestamp), s.value) for s in samples if s.labels["finetune_id"] == model_id]
 
 
 def at(unix: float) -> int:
@@ -189,33 +187,33 @@ async def test_renders_strict_openmetrics_with_the_live_names() -> None:
     families = parse(text)
     assert text.endswith("\n# EOF\n")
     assert set(families) == {
-        "cohere_finetune_model",
-        "cohere_finetune_step_number",
-        "cohere_finetune_step_timestamp_seconds",
-        "cohere_finetune_step_cross_entropy",
-        "cohere_finetune_step_accuracy",
-        "cohere_finetune_step_eval_loss_x",
-        "cohere_finetune_step_number_value",  # Cohere's "number", kept apart from the step number
+        "finetune_run",
+        "finetune_step_number",
+        "finetune_step_timestamp_seconds",
+        "finetune_step_cross_entropy",
+        "finetune_step_accuracy",
+        "finetune_step_eval_loss_x",
+        "finetune_step_number_value",  # Cohere's "number", kept apart from the step number
     }
-    assert step_family_name("eval/loss-x") == "cohere_finetune_step_eval_loss_x"
-    assert "cohere_finetune_step_step" not in families
+    assert step_family_name("eval/loss-x") == "finetune_step_eval_loss_x"
+    assert "finetune_step_step" not in families
     assert result == BackfillResult(models=2, steps=5, samples=5 * 4 + 3 + 1 + 2, skipped=1)
 
 
 async def test_steps_are_sorted_and_placed_at_their_timestamps() -> None:
     families = parse((await render(hand_built()))[0])
-    numbers = families["cohere_finetune_step_number"]
+    numbers = families["finetune_step_number"]
     assert series(numbers, ALPHA) == [(at(T0 + 0.123), 0), (at(T0 + 16.25), 8), (at(T0 + 32.5), 16)]
     assert series(numbers, BETA) == [(at(T0 + 90.0), 0), (at(T0 + 100.001), 8)]
-    losses = families["cohere_finetune_step_cross_entropy"]
+    losses = families["finetune_step_cross_entropy"]
     alpha = series(losses, ALPHA)
     assert [t for t, _ in alpha] == [at(T0 + 0.123), at(T0 + 16.25), at(T0 + 32.5)]
     assert alpha[0][1] == 4.0
     assert math.isnan(alpha[1][1])
     assert alpha[2][1] == 0.9
     assert series(losses, BETA) == [(at(T0 + 90.0), 2.0), (at(T0 + 100.001), math.inf)]
-    assert series(families["cohere_finetune_step_eval_loss_x"], ALPHA) == [(at(T0 + 32.5), 1.5)]
-    assert series(families["cohere_finetune_step_timestamp_seconds"], BETA) == [
+    assert series(families["finetune_step_eval_loss_x"], ALPHA) == [(at(T0 + 32.5), 1.5)]
+    assert series(families["finetune_step_timestamp_seconds"], BETA) == [
         (at(T0 + 90.0), T0 + 90.0),
         (at(T0 + 100.001), pytest.approx(T0 + 100.001, abs=1e-6)),
     ]
@@ -223,12 +221,13 @@ async def test_steps_are_sorted_and_placed_at_their_timestamps() -> None:
 
 async def test_info_is_emitted_at_every_step_with_escaped_labels() -> None:
     text, _ = await render(hand_built())
-    info = parse(text)["cohere_finetune_model"]
-    assert all(s.name == "cohere_finetune_model_info" and s.value == 1 for s in info)
-    alpha = [s for s in info if s.labels["finetuned_model_id"] == ALPHA]
+    info = parse(text)["finetune_run"]
+    assert all(s.name == "finetune_run_info" and s.value == 1 for s in info)
+    alpha = [s for s in info if s.labels["finetune_id"] == ALPHA]
     assert [ms(s.timestamp) for s in alpha] == [at(T0 + 0.123), at(T0 + 16.25), at(T0 + 32.5)]
     assert alpha[0].labels == {
-        "finetuned_model_id": ALPHA,
+        "provider": "cohere",
+        "finetune_id": ALPHA,
         "name": TRICKY_NAME,
         "base_model": "command-r-08-2024",
         "base_model_version": "1.0",
@@ -236,7 +235,7 @@ async def test_info_is_emitted_at_every_step_with_escaped_labels() -> None:
         "strategy": "STRATEGY_TFEW",
     }
     assert 'name="say \\"hi\\"\\nback\\\\slash"' in text
-    assert "# TYPE cohere_finetune_model info\n" in text
+    assert "# TYPE finetune_run info\n" in text
 
 
 async def test_layout_metadata_once_samples_contiguous_timestamps_rising() -> None:
@@ -289,8 +288,8 @@ async def test_configured_ids_are_fetched_and_sharded() -> None:
     text, result = await render(fake, model_ids=[ALPHA, BETA, ALPHA], shard=shard)
     assert fake.get_calls == ids
     assert result.models == len(ids)
-    numbers = parse(text).get("cohere_finetune_step_number", [])
-    assert {s.labels["finetuned_model_id"] for s in numbers} == set(ids)
+    numbers = parse(text).get("finetune_step_number", [])
+    assert {s.labels["finetune_id"] for s in numbers} == set(ids)
 
 
 async def test_a_missing_configured_model_fails_before_writing() -> None:
@@ -341,7 +340,7 @@ def test_a_later_step_supersedes_one_it_does_not_follow_in_time() -> None:
 
 
 async def test_a_sanitisation_clash_goes_to_the_first_sorted_name() -> None:
-    assert step_family_name("a-b") == step_family_name("a.b") == "cohere_finetune_step_a_b"
+    assert step_family_name("a-b") == step_family_name("a.b") == "finetune_step_a_b"
     fake = FakeClient(
         [model(ALPHA, "a")],
         {
@@ -351,7 +350,7 @@ async def test_a_sanitisation_clash_goes_to_the_first_sorted_name() -> None:
         },
     )
     text = (await render(fake))[0]
-    assert series(parse(text)["cohere_finetune_step_a_b"], ALPHA) == [(at(T0), 1.0)]
+    assert series(parse(text)["finetune_step_a_b"], ALPHA) == [(at(T0), 1.0)]
 
 
 async def test_max_metrics_per_model_keeps_the_first_names() -> None:
@@ -360,9 +359,9 @@ async def test_max_metrics_per_model_keeps_the_first_names() -> None:
         {ALPHA: {"": ([step(0, T0, alpha=1.0, beta=2.0, gamma=3.0)], "")}},
     )
     families = parse((await render(fake, max_metrics_per_model=2))[0])
-    assert "cohere_finetune_step_alpha" in families
-    assert "cohere_finetune_step_beta" in families
-    assert "cohere_finetune_step_gamma" not in families
+    assert "finetune_step_alpha" in families
+    assert "finetune_step_beta" in families
+    assert "finetune_step_gamma" not in families
 
 
 async def test_no_steps_gives_an_empty_but_valid_file() -> None:
@@ -399,11 +398,9 @@ async def test_against_the_simulator_every_step_in_both_orders(step_order: StepO
     assert result.steps == sum(len(world.steps(i)) for i in ids)
     assert result.skipped == 0
     assert world.request_counts["list_step_metrics"] > 2 * len(with_steps)  # several pages each
-    numbers = families["cohere_finetune_step_number"]
-    losses = families["cohere_finetune_step_cross_entropy"]
-    names = {
-        s.labels["finetuned_model_id"]: s.labels["name"] for s in families["cohere_finetune_model"]
-    }
+    numbers = families["finetune_step_number"]
+    losses = families["finetune_step_cross_entropy"]
+    names = {s.labels["finetune_id"]: s.labels["name"] for s in families["finetune_run"]}
     for model_id in with_steps:
         expected = world.steps(model_id)
         assert series(numbers, model_id) == [(at(s.created_at), s.step_number) for s in expected]

@@ -15,11 +15,11 @@ from aioresponses import aioresponses
 from pydantic import SecretStr
 
 from exporter.providers.cohere.client import CohereClient, model_path
-from exporter.providers.cohere.models import parse_timestamp
 from exporter.providers.cohere.provider import page_order
 from exporter.upstream.budget import RequestBudget
 from exporter.upstream.client import USER_AGENT, ClientObserver, JsonClient, RetryPolicy, proxy_for
 from exporter.upstream.errors import ApiResponseError, ApiStatusError, ApiTransportError
+from exporter.upstream.values import parse_timestamp
 from tests.openapi_examples import example
 
 BASE = "http://api.test"

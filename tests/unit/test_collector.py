@@ -13,7 +13,7 @@ from exporter import __version__
 from exporter.collectors import registry_for
 from exporter.contract import step_family_name
 from tests.promtool import promtool_check_metrics
-from tests.snapshots import cohere_view, snapshot_of, step
+from tests.snapshots import cohere_view, snapshot_of, step, together_view
 
 CHAT = cohere_view(
     "fee37446-7fc7-42f9-a026-c6ba2fcc422d",
@@ -28,7 +28,7 @@ CHAT = cohere_view(
     newest_step=step(
         9,
         1705523119.331940174,
-        {"accuracy": 0.7393720149993896, "cross_entropy": 0.7702581286430359, "step": 9.0},
+        {"accuracy": 0.7393720149993896, "cross_entropy": 0.7702581286430359},
     ),
     up=True,
     last_success=1705523200.0,
@@ -36,66 +36,114 @@ CHAT = cohere_view(
 QUEUED = cohere_view("q-1", "queued", "STATUS_QUEUED", up=False)
 
 
+TOGETHER = together_view(
+    "ft-44129430-ac08-4136-9774-aed81e0164a4",
+    "acct/llama-3.1-8b-demo-4f2a",
+    "running",
+    newest_step=step(140, 1779196193.564587, {"train/loss": 0.61, "eval/loss": 0.72}),
+    total_steps=500,
+    eta_seconds=1200.0,
+    tokens=1_234_567,
+)
+
+
+def line(family: str, value: str, /, **labels: str) -> str:
+    """A sample line as prometheus_client writes it: labels in sorted order."""
+    text = ",".join(f'{key}="{labels[key]}"' for key in sorted(labels))
+    return f"{family}{{{text}}} {value}" if text else f"{family} {value}"
+
+
 def test_exposition_of_a_hand_built_snapshot() -> None:
-    snapshot = snapshot_of(CHAT, QUEUED, up=True, poll_duration=0.25)
+    snapshot = snapshot_of(CHAT, QUEUED, TOGETHER, up=True, poll_duration=0.25)
     text = generate_latest(registry_for(snapshot)).decode()
-    model = f'finetuned_model_id="{CHAT.id}"'
+    chat = {"provider": "cohere", "finetune_id": CHAT.id}
+    queued = {"provider": "cohere", "finetune_id": "q-1"}
+    job = {"provider": "together", "finetune_id": TOGETHER.id}
     expected_lines = [
-        "cohere_finetune_up 1.0",
-        "cohere_finetune_poll_duration_seconds 0.25",
-        f'cohere_finetune_build_info{{version="{__version__}"}} 1.0',
-        f'cohere_finetune_model_info{{base_model="medium",base_model_version="14.2.0",'
-        f'base_type="BASE_TYPE_CHAT",{model},name="chat-ft",strategy="STRATEGY_TFEW"}} 1.0',
-        f'cohere_finetune_model_status{{{model},status="STATUS_FINETUNING"}} 1.0',
-        f'cohere_finetune_model_status{{{model},status="STATUS_READY"}} 0.0',
-        'cohere_finetune_model_status{finetuned_model_id="q-1",status="STATUS_QUEUED"} 1.0',
-        f"cohere_finetune_model_up{{{model}}} 1.0",
-        'cohere_finetune_model_up{finetuned_model_id="q-1"} 0.0',
-        f"cohere_finetune_last_poll_success_timestamp_seconds{{{model}}} 1.7055232e+09",
-        f"cohere_finetune_step_number{{{model}}} 9.0",
-        f"cohere_finetune_step_accuracy{{{model}}} 0.7393720149993896",
-        f"cohere_finetune_step_cross_entropy{{{model}}} 0.7702581286430359",
-        "# TYPE cohere_finetune_step_cross_entropy gauge",
+        line("finetune_up", "1.0", provider="cohere"),
+        line("finetune_up", "1.0", provider="together"),
+        line("finetune_poll_duration_seconds", "0.25", provider="cohere"),
+        line("finetune_exporter_build_info", "1.0", version=__version__),
+        line(
+            "finetune_run_info",
+            "1.0",
+            **chat,
+            name="chat-ft",
+            base_model="medium",
+            base_model_version="14.2.0",
+            base_type="BASE_TYPE_CHAT",
+            strategy="STRATEGY_TFEW",
+        ),
+        line(
+            "finetune_run_info",
+            "1.0",
+            **job,
+            name="acct/llama-3.1-8b-demo-4f2a",
+            base_model="meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
+            training_type="Lora",
+            training_method="sft",
+        ),
+        line("finetune_run_phase", "1.0", **chat, phase="training"),
+        line("finetune_run_phase", "0.0", **chat, phase="succeeded"),
+        line("finetune_run_phase", "1.0", **queued, phase="queued"),
+        line("finetune_run_phase", "1.0", **job, phase="training"),
+        line("finetune_run_status", "1.0", **chat, status="STATUS_FINETUNING"),
+        line("finetune_run_status", "1.0", **job, status="running"),
+        line("finetune_run_total_steps", "500.0", **job),
+        line("finetune_run_eta_seconds", "1200.0", **job),
+        line("finetune_run_tokens", "1.234567e+06", **job),
+        line("finetune_run_up", "1.0", **chat),
+        line("finetune_run_up", "0.0", **queued),
+        line("finetune_run_last_poll_success_timestamp_seconds", "1.7055232e+09", **chat),
+        line("finetune_step_number", "9.0", **chat),
+        line("finetune_step_number", "140.0", **job),
+        line("finetune_step_accuracy", "0.7393720149993896", **chat),
+        line("finetune_step_cross_entropy", "0.7702581286430359", **chat),
+        line("finetune_step_train_loss", "0.61", **job),
+        line("finetune_step_eval_loss", "0.72", **job),
+        "# TYPE finetune_step_cross_entropy gauge",
     ]
     lines = text.splitlines()
-    for line in expected_lines:
-        assert line in lines, line
-    assert "cohere_finetune_step_step" not in text  # the step key is not repeated
-    assert 'finetuned_model_id="q-1"} 9' not in text  # no steps for a queued model
-    assert sum(1 for line in lines if line.startswith("cohere_finetune_model_status{")) == 18
-    help_line = next(line for line in lines if line.startswith("# HELP cohere_finetune_step_cross"))
-    assert "'cross_entropy'" in help_line
+    for expected in expected_lines:
+        assert expected in lines, expected
+    assert not [x for x in lines if x.startswith("finetune_step_number") and '"q-1"' in x]
+    phases = [x for x in lines if x.startswith("finetune_run_phase{")]
+    assert len(phases) == 3 * 7
+    assert sum(1 for x in phases if x.endswith(" 1.0")) == 3
+    assert not [x for x in lines if x.startswith("finetune_run_total_steps") and "cohere" in x]
+    help_line = next(x for x in lines if x.startswith("# HELP finetune_step_cross"))
+    assert "'cross_entropy' (cohere)" in help_line
     assert "Polled" in help_line
-    timestamp = next(line for line in lines if line.startswith("cohere_finetune_step_timestamp"))
+    train_help = next(x for x in lines if x.startswith("# HELP finetune_step_train_loss"))
+    assert "'train/loss' (together)" in train_help
+    timestamp = next(x for x in lines if x.startswith("finetune_step_timestamp"))
     assert float(timestamp.split()[-1]) == pytest.approx(1705523119.331940174)
-    assert all(
-        len(line.split()) == 2 for line in lines if not line.startswith("#")
-    )  # no sample timestamps
+    assert all(len(x.split()) == 2 for x in lines if not x.startswith("#"))  # no sample timestamps
 
 
 def test_non_finite_values_pass_through() -> None:
     newest = step(3, None, {"cross_entropy": math.nan, "loss": math.inf, "delta": -math.inf})
     model = cohere_view("m", "m", "STATUS_FINETUNING", newest_step=newest, up=True)
     text = generate_latest(registry_for(snapshot_of(model))).decode()
-    assert 'cohere_finetune_step_cross_entropy{finetuned_model_id="m"} NaN' in text
-    assert 'cohere_finetune_step_loss{finetuned_model_id="m"} +Inf' in text
-    assert 'cohere_finetune_step_delta{finetuned_model_id="m"} -Inf' in text
-    assert "cohere_finetune_step_timestamp_seconds{" not in text  # unknown created_at: no sample
+    assert 'finetune_step_cross_entropy{finetune_id="m",provider="cohere"} NaN' in text
+    assert 'finetune_step_loss{finetune_id="m",provider="cohere"} +Inf' in text
+    assert 'finetune_step_delta{finetune_id="m",provider="cohere"} -Inf' in text
+    assert "finetune_step_timestamp_seconds{" not in text  # unknown created_at: no sample
 
 
 @pytest.mark.parametrize(
     ("metric", "family"),
     [
-        ("cross_entropy", "cohere_finetune_step_cross_entropy"),
-        ("val loss (smoothed)", "cohere_finetune_step_val_loss__smoothed_"),
-        ("f1-score", "cohere_finetune_step_f1_score"),
-        ("number", "cohere_finetune_step_number_value"),
-        ("timestamp_seconds", "cohere_finetune_step_timestamp_seconds_value"),
-        ("outliers", "cohere_finetune_step_outliers_value"),  # the every-step counters' names
-        ("nonfinite", "cohere_finetune_step_nonfinite_value"),
-        ("tokens_total", "cohere_finetune_step_tokens_total_value"),
-        ("ßcore", "cohere_finetune_step__core"),
-        ("2nd", "cohere_finetune_step_2nd"),
+        ("cross_entropy", "finetune_step_cross_entropy"),
+        ("val loss (smoothed)", "finetune_step_val_loss__smoothed_"),
+        ("f1-score", "finetune_step_f1_score"),
+        ("number", "finetune_step_number_value"),
+        ("timestamp_seconds", "finetune_step_timestamp_seconds_value"),
+        ("outliers", "finetune_step_outliers_value"),  # the every-step counters' names
+        ("nonfinite", "finetune_step_nonfinite_value"),
+        ("tokens_total", "finetune_step_tokens_total_value"),
+        ("ßcore", "finetune_step__core"),
+        ("2nd", "finetune_step_2nd"),
         ("---", None),
         ("", None),
     ],
@@ -124,7 +172,7 @@ def test_hostile_names_make_a_valid_exposition() -> None:
     )
     registry = registry_for(snapshot_of(model, up=True))
     text = generate_latest(registry).decode()
-    assert 'cohere_finetune_step_a_b{finetuned_model_id="m-1"} 6.0' in text
+    assert 'finetune_step_a_b{finetune_id="m-1",provider="cohere"} 6.0' in text
     assert 'name="evil \\"name\\"\\\\ with\\nnewline — ünïcode"' in text
     assert 'status="STATUS_SOMETHING_NEW"} 1.0' in text
     complaints = promtool_check_metrics(text.encode()).splitlines()
@@ -133,7 +181,7 @@ def test_hostile_names_make_a_valid_exposition() -> None:
     assert [c for c in complaints if not c.endswith("should not contain abbreviated units")] == []
     rendered = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
     families = list(text_string_to_metric_families(rendered))  # type: ignore[no-untyped-call]
-    assert {f.name for f in families} >= {"cohere_finetune_model", "cohere_finetune_step_number"}
+    assert {f.name for f in families} >= {"finetune_run", "finetune_step_number"}
 
 
 def test_a_model_that_leaves_the_snapshot_leaves_the_exposition() -> None:
@@ -147,8 +195,6 @@ def test_openmetrics_rendering() -> None:
     registry = registry_for(snapshot_of(CHAT, up=True, poll_duration=0.1))
     text = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
     assert text.endswith("# EOF\n")
-    assert "# TYPE cohere_finetune_model info" in text
+    assert "# TYPE finetune_run info" in text
     parsed = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
-    assert parsed["cohere_finetune_step_cross_entropy"].samples[0].value == pytest.approx(
-        0.77025813
-    )
+    assert parsed["finetune_step_cross_entropy"].samples[0].value == pytest.approx(0.77025813)

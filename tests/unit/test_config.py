@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
-from exporter.settings import ConfigError, load_settings, parse_listen_address
+from exporter.setting_values import parse_listen_address
+from exporter.settings import ConfigError, load_settings
 
 KEY = "sk-config-test-9f8e7d6c5b4a"
 
@@ -15,7 +16,13 @@ KEY = "sk-config-test-9f8e7d6c5b4a"
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Neither the developer's environment nor a stray .env may leak into these tests."""
-    for name in ("CO_API_KEY", "COHERE_API_KEY", "CO_API_URL"):
+    for name in (
+        "CO_API_KEY",
+        "COHERE_API_KEY",
+        "CO_API_URL",
+        "TOGETHER_API_KEY",
+        "TOGETHER_BASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -31,10 +38,10 @@ def test_defaults() -> None:
 
 def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
-        "COHERE_EXPORTER_POLL_INTERVAL=15\nCO_API_URL=http://from-dotenv:1\n"
+        "FINETUNE_EXPORTER_POLL_INTERVAL=15\nCO_API_URL=http://from-dotenv:1\n"
     )
     monkeypatch.setenv("CO_API_KEY", f"  {KEY}\n")
-    monkeypatch.setenv("COHERE_EXPORTER_COHERE_MODELS", "a-1, b-2,,a-1")
+    monkeypatch.setenv("FINETUNE_EXPORTER_COHERE_MODELS", "a-1, b-2,,a-1")
     settings = load_settings()
     assert settings.poll_interval == 15.0
     assert settings.cohere_api_url == "http://from-dotenv:1"
@@ -44,7 +51,7 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COHERE_EXPORTER_POLL_INTERVAL", "15")
+    monkeypatch.setenv("FINETUNE_EXPORTER_POLL_INTERVAL", "15")
     monkeypatch.setenv("CO_API_URL", "http://env:1")
     settings = load_settings(poll_interval="30", cohere_api_url="http://flag:2/")
     assert settings.poll_interval == 30.0
@@ -123,8 +130,8 @@ def test_check_config_prints_masked_settings(
     out, err = capsys.readouterr()
     assert KEY not in out + err
     assert "CO_API_KEY / COHERE_API_KEY = <set, hidden>" in out
-    assert "--cohere.models / COHERE_EXPORTER_COHERE_MODELS = m-1,m-2" in out
-    assert "--poll.interval / COHERE_EXPORTER_POLL_INTERVAL = 30.0" in out
+    assert "--cohere.models / FINETUNE_EXPORTER_COHERE_MODELS = m-1,m-2" in out
+    assert "--poll.interval / FINETUNE_EXPORTER_POLL_INTERVAL = 30.0" in out
 
 
 def test_check_config_exits_2_naming_every_problem(capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,3 +213,51 @@ def test_a_huge_bad_value_is_not_echoed_back_whole() -> None:
         with pytest.raises(ConfigError) as caught:
             load_settings(**overrides)
         assert len(str(caught.value)) < 400, overrides.keys()
+
+
+def test_together_reads_its_vendor_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TOGETHER_API_KEY", f" {KEY} ")
+    monkeypatch.setenv("TOGETHER_BASE_URL", "http://together.internal:8080/")
+    settings = load_settings(together_jobs="ft-1, ft-2,ft-1")
+    assert settings.together_api_key is not None
+    assert settings.together_api_key.get_secret_value() == KEY
+    assert settings.together_api_url == "http://together.internal:8080"
+    assert settings.together_jobs == ("ft-1", "ft-2")
+    assert settings.polled_providers() == ("together",)
+    key_file = tmp_path / "together-key"
+    key_file.write_text("from-file\n")
+    from_file = load_settings(together_api_key_file=str(key_file))
+    assert from_file.together_api_key is not None
+    assert from_file.together_api_key.get_secret_value() == "from-file"
+
+
+def test_every_provider_with_a_key_is_polled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    assert load_settings().polled_providers() == ("cohere",)
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    assert load_settings().polled_providers() == ("cohere", "together")
+    assert load_settings(providers="together").polled_providers() == ("together",)
+
+
+def test_no_key_at_all_names_the_key_settings_of_both(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "CO_API_KEY" in err
+    assert "TOGETHER_API_KEY" in err
+    assert err.count("\n") == 1
+
+
+def test_a_named_provider_needs_its_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    assert main(["check-config", "--providers", "cohere,together"]) == 2
+    err = capsys.readouterr().err
+    assert "TOGETHER_API_KEY" in err
+    assert "CO_API_KEY" not in err
+    with pytest.raises(ConfigError, match="unknown provider 'openai'"):
+        load_settings(providers="cohere,openai")

@@ -33,7 +33,7 @@ class Clock:
 def build(clock: Clock | None = None) -> tuple[ExpositionCache, Counter]:
     """A cache with the first snapshot published (prepared, as the hub does before a swap)."""
     live_registry = CollectorRegistry(auto_describe=False)
-    requests = Counter("cohere_finetune_api_requests", "r", ["code"], registry=live_registry)
+    requests = Counter("finetune_api_requests", "r", ["code"], registry=live_registry)
     cache = ExpositionCache(live_registry, clock=clock or Clock())
     cache.prepare(snapshot(1, 0.5))
     return cache, requests
@@ -50,11 +50,11 @@ def test_model_part_is_encoded_once_per_snapshot() -> None:
     assert cache.renders == 1
     assert cache.live_renders == 10
     body, _ = cache.body("", use_gzip=False)
-    assert b'cohere_finetune_api_requests_total{code="200"} 5.0' in body
+    assert b'finetune_api_requests_total{code="200"} 5.0' in body
     cache.prepare(snapshot(2, 0.25))
     body, _ = cache.body("", use_gzip=False)
     assert cache.renders == 2
-    assert b'cohere_finetune_step_cross_entropy{finetuned_model_id="m"} 0.25' in body
+    assert b'finetune_step_cross_entropy{finetune_id="m",provider="cohere"} 0.25' in body
 
 
 def test_a_burst_of_scrapes_shares_one_body_for_a_second() -> None:
@@ -68,7 +68,7 @@ def test_a_burst_of_scrapes_shares_one_body_for_a_second() -> None:
     assert cache.live_renders == 1
     clock.now = 1.0
     fresh, _ = cache.body("", use_gzip=False)
-    assert b'cohere_finetune_api_requests_total{code="200"} 1.0' in fresh
+    assert b'finetune_api_requests_total{code="200"} 1.0' in fresh
     cache.prepare(snapshot(2, 0.25))  # a new snapshot is served at once, whatever the age
     clock.now = 1.1
     assert b"} 0.25" in cache.body("", use_gzip=False)[0]
@@ -80,7 +80,7 @@ def test_text_body_parses_as_one_exposition() -> None:
     body, content_type = cache.body("text/plain", use_gzip=False)
     assert content_type.startswith("text/plain; version=0.0.4")
     names = {family.name for family in parse_text(body.decode())}
-    assert {"cohere_finetune_step_cross_entropy", "cohere_finetune_api_requests"} <= names
+    assert {"finetune_step_cross_entropy", "finetune_api_requests"} <= names
 
 
 def test_openmetrics_body_has_one_eof_at_the_end() -> None:
@@ -91,7 +91,7 @@ def test_openmetrics_body_has_one_eof_at_the_end() -> None:
     assert body.count(b"# EOF") == 1
     assert body.endswith(b"# EOF\n")
     names = {family.name for family in parse_om(body.decode())}  # type: ignore[no-untyped-call]
-    assert {"cohere_finetune_step_cross_entropy", "cohere_finetune_api_requests"} <= names
+    assert {"finetune_step_cross_entropy", "finetune_api_requests"} <= names
 
 
 def test_gzip_members_decode_to_the_plain_body() -> None:

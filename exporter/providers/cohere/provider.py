@@ -78,8 +78,13 @@ def to_run(model: FinetunedModel, model_id: str | None = None) -> Run:
     )
 
 
+#: Cohere's metrics repeat the step number as "step": already the step, not a metric.
+NOT_METRICS = frozenset({"step"})
+
+
 def to_record(step: TrainingStepMetrics) -> StepRecord:
-    return StepRecord(step.step_number, step.created_at, step.metrics)
+    metrics = {name: value for name, value in step.metrics.items() if name not in NOT_METRICS}
+    return StepRecord(step.step_number, step.created_at, metrics)
 
 
 def step_key(step: StepRecord) -> tuple[int, float]:
@@ -90,7 +95,6 @@ class CohereProvider:
     """Cohere's fine-tuned models as runs; one request per active run per cycle."""
 
     name = "cohere"
-    statuses = STATUSES
 
     def __init__(self, client: CohereClient, *, page_size: int) -> None:
         self.client = client

@@ -9,6 +9,7 @@ thousands of jobs is cheap and a job of 50,000 steps is built once, not per requ
 from __future__ import annotations
 
 import bisect
+import collections
 import random
 import threading
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class TogetherWorld(Account[JobPlan]):
         count = self._initial_runs
         self._nan_index = account.randrange(count) if scenario is None and count >= 3 else None
         self._logs: dict[int, MetricsLog] = {}
+        #: Training entries served per (job, step) by reads without ``resolution``: a client
+        #: that never fetches a step twice keeps every count at 1.
+        self.served_steps: collections.Counter[tuple[str, int]] = collections.Counter()
         self._log_lock = threading.Lock()
 
     def _make_plan(self, index: int) -> JobPlan:
@@ -142,7 +146,13 @@ class TogetherWorld(Account[JobPlan]):
     def metrics_body(self, job_id: str, query: MetricsQuery | None = None) -> bytes:
         """The metrics endpoint's answer, ``{"metrics": [...]}``, from the cached entries."""
         log = self._log(self._index(job_id))
-        return metrics.body(log, metrics.select(log, query or MetricsQuery(), self._now_ns()))
+        query = query or MetricsQuery()
+        positions = metrics.select(log, query, self._now_ns())
+        if query.resolution is None:
+            self.served_steps.update(
+                (job_id, log.steps[p]) for p in positions if _is_train(log.train, p)
+            )
+        return metrics.body(log, positions)
 
     def metrics(self, job_id: str, query: MetricsQuery | None = None) -> list[dict[str, Any]]:
         """The entries the metrics endpoint returns now, decoded."""
@@ -184,6 +194,11 @@ class TogetherWorld(Account[JobPlan]):
                 }
             )
         return runs
+
+
+def _is_train(train: tuple[int, ...], position: int) -> bool:
+    index = bisect.bisect_left(train, position)
+    return index < len(train) and train[index] == position
 
 
 def _count_below(positions: tuple[int, ...], limit: int) -> int:

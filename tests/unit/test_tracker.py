@@ -1,0 +1,47 @@
+"""One run's tracker: every (step, metric) judged once, the newest step kept, state saved."""
+
+from __future__ import annotations
+
+from exporter.core.provider import Run, StepRecord
+from exporter.core.spikes import SpikeRule
+from exporter.core.tracker import RunTracker
+
+RULE = SpikeRule(metrics=("train/loss", "eval/loss"), factor=2.0, window=4)
+RUN = Run(id="ft-1", status="running", phase="training")
+
+
+def steps(*numbers: int, **metrics: float) -> list[StepRecord]:
+    return [StepRecord(n, float(n), dict(metrics)) for n in numbers]
+
+
+def test_an_evaluation_logged_after_its_step_is_judged_once_when_it_comes() -> None:
+    tracker = RunTracker(RUN, RULE, max_metrics=100)
+    tracker.absorb(steps(1, 2, 3, 4, **{"train/loss": 1.0, "eval/loss": 1.0}))  # history
+    tracker.absorb(steps(5, **{"train/loss": 1.0}))  # polled before step 5's evaluation
+    assert tracker.spikes.processed == 1
+    tracker.absorb(
+        [
+            StepRecord(5, 5.0, {"train/loss": 1.0, "eval/loss": 9.0}),
+            *steps(6, **{"train/loss": 1.0}),
+        ]
+    )
+    assert tracker.spikes.outliers["eval/loss"] == 1  # the late evaluation was judged
+    assert tracker.spikes.outliers["train/loss"] == 0
+    assert tracker.spikes.processed == 2  # step 5 was not counted twice
+    tracker.absorb(steps(6, **{"train/loss": 1.0}))  # the same step again: nothing new
+    assert tracker.spikes.processed == 2
+    assert tracker.newest is not None
+    assert tracker.newest.number == 6
+
+
+def test_the_judged_values_of_the_position_survive_a_restart() -> None:
+    tracker = RunTracker(RUN, RULE, max_metrics=100)
+    tracker.absorb(steps(1, 2, 3, 4, **{"train/loss": 1.0}))
+    tracker.absorb(steps(5, **{"train/loss": 5.0}))
+    assert tracker.spikes.outliers["train/loss"] == 1
+    saved = tracker.saved()
+    assert saved is not None
+    restarted = RunTracker(RUN, RULE, max_metrics=100, saved=saved)
+    restarted.absorb(steps(5, **{"train/loss": 5.0}))  # re-read after the restart
+    assert restarted.spikes.outliers["train/loss"] == 1
+    assert restarted.spikes.processed == saved.processed
