@@ -6,17 +6,22 @@
 
 The rule file's ``groups:`` block is copied as text, indented under ``spec:``, so the comments
 that explain each rule survive. The result is parsed back and its ``spec.groups`` compared with
-the rule file's ``groups`` before anything is written.
+the rule file's ``groups`` before anything is written. A rule that reads a ``finetune_*`` family
+the metrics contract (``exporter.contract``) does not define is refused: shipped to a cluster, it
+would never fire.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from exporter import contract
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = HERE.parent / "prometheus" / "alerts.yml"
@@ -28,9 +33,9 @@ HEADER = """\
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:
-  name: cohere-finetune-exporter
+  name: finetune-exporter
   labels:
-    app.kubernetes.io/name: cohere-finetune-exporter
+    app.kubernetes.io/name: finetune-exporter
 spec:
 """
 
@@ -39,11 +44,39 @@ class SyncError(Exception):
     """The rule file cannot be turned into a PrometheusRule."""
 
 
+_FAMILY = re.compile(rf"\b{contract.PREFIX}_\w+")
+
+
+def contract_names() -> frozenset[str]:
+    """Every sample name the contract fixes, and the labels that share its prefix."""
+    families = (v for v in vars(contract).values() if isinstance(v, contract.Family))
+    return frozenset({family.sample for family in families} | set(contract.RUN_LABELS))
+
+
+def unknown_families(rules: Any) -> list[str]:
+    """``finetune_*`` names in the rules' expressions that the contract does not define. Step
+    families (``finetune_step_<metric>``) are open-ended, one per provider metric, so any name
+    that the contract's sanitising would produce unchanged passes."""
+    known = contract_names()
+    unknown: set[str] = set()
+    for group in rules.get("groups") or []:
+        for rule in group.get("rules") or []:
+            for name in _FAMILY.findall(str(rule.get("expr", ""))):
+                suffix = name.removeprefix(contract.STEP_PREFIX)
+                step = name.startswith(contract.STEP_PREFIX)
+                if name not in known and not (step and contract.metric_label(suffix) == suffix):
+                    unknown.add(name)
+    return sorted(unknown)
+
+
 def render(rules_text: str) -> str:
     """The PrometheusRule manifest whose ``spec.groups`` are the groups of ``rules_text``."""
     rules = yaml.safe_load(rules_text)
     if not isinstance(rules, dict) or set(rules) != {"groups"}:
         raise SyncError("the rule file must hold exactly one top-level key, 'groups'")
+    unknown = unknown_families(rules)
+    if unknown:
+        raise SyncError(f"not in exporter.contract: {', '.join(unknown)}")
     lines = rules_text.splitlines()
     try:
         start = lines.index("groups:")

@@ -13,11 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import __version__
+from exporter.settings import spelling
+
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SYNC = KUBE / "sync_prometheusrule.py"
-NAME_LABEL = {"app.kubernetes.io/name": "cohere-finetune-exporter"}
+NAME = "finetune-exporter"
+NAME_LABEL = {"app.kubernetes.io/name": NAME}
+# Each provider's key: the variable the exporter reads and the Secret entry it comes from.
+KEYS = {"CO_API_KEY": "cohere-api-key", "TOGETHER_API_KEY": "together-api-key"}
 BUILT_IN_KINDS = ("Deployment", "Service")
 
 
@@ -94,6 +100,18 @@ def test_sync_script_detects_and_repairs_drift(tmp_path: Path) -> None:
     assert run(*check, "--check").returncode == 0
 
 
+def test_sync_script_refuses_families_outside_the_contract(tmp_path: Path) -> None:
+    source = tmp_path / "alerts.yml"
+    rules = load_yaml(ALERTS)
+    rules["groups"][0]["rules"][0]["expr"] += " or cohere_finetune_up or finetune_model_up"
+    source.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    done = run(sys.executable, str(SYNC), "--source", str(source), "--target", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "finetune_model_up" in done.stderr
+    assert "cohere_finetune_up" not in done.stderr  # another prefix: not the contract's business
+    assert not (tmp_path / "o").exists()
+
+
 def test_sync_script_refuses_extra_top_level_keys(tmp_path: Path) -> None:
     source = tmp_path / "alerts.yml"
     source.write_text("groups: []\nextra: 1\n", encoding="utf-8")
@@ -109,11 +127,13 @@ def test_secret_is_created_by_hand_not_by_the_kustomization() -> None:
     text = (KUBE / "kustomization.yaml").read_text(encoding="utf-8")
     kustomization = yaml.safe_load(text)
     assert "secret.example.yaml" not in kustomization["resources"]
-    assert "kubectl -n monitoring create secret generic cohere-api-key" in text
+    assert f"kubectl -n monitoring create secret generic {NAME}" in text
+    for entry in KEYS.values():
+        assert f"--from-literal={entry}=" in text
     example = load_yaml(KUBE / "secret.example.yaml")
     assert example["kind"] == "Secret"
-    assert example["metadata"]["name"] == "cohere-api-key"
-    assert set(example["stringData"]) == {"api-key"}
+    assert example["metadata"]["name"] == NAME
+    assert set(example["stringData"]) == set(KEYS.values())
 
 
 def test_renders_four_labelled_objects_in_monitoring(rendered: list[dict[str, Any]]) -> None:
@@ -157,12 +177,9 @@ def test_deployment_runs_one_poller(rendered: list[dict[str, Any]]) -> None:
 
 
 def test_container_image_args_and_port(container: dict[str, Any]) -> None:
-    assert container["image"] == "cohere-finetune-exporter:0.1.0"
-    assert container["args"] == [
-        "serve",
-        "--cohere.api-key-file=/etc/cohere/api-key",
-        "--web.listen-address=:10042",
-    ]
+    assert container["image"] == f"{NAME}:{__version__}"
+    # No --providers and no key file: the keys present in the Secret choose the providers.
+    assert container["args"] == ["serve", "--web.listen-address=:10042"]
     assert container["ports"] == [{"name": "http", "containerPort": 10042, "protocol": "TCP"}]
 
 
@@ -195,17 +212,32 @@ def test_container_probes(container: dict[str, Any]) -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
 
 
-def test_api_key_is_a_read_only_file_from_the_secret(
+def key_variables(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        env["name"]: env["valueFrom"]["secretKeyRef"]
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+
+
+def test_each_api_key_is_an_optional_entry_of_the_secret(
     rendered: list[dict[str, Any]], container: dict[str, Any]
 ) -> None:
-    volumes = only(rendered, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/cohere"]
-    assert len(mounts) == 1
-    assert mounts[0]["readOnly"] is True
-    (volume,) = (v for v in volumes if v["name"] == mounts[0]["name"])
-    assert volume["secret"]["secretName"] == "cohere-api-key"
-    assert volume["secret"]["items"] == [{"key": "api-key", "path": "api-key"}]
-    assert not any(env.get("name") == "CO_API_KEY" for env in container.get("env", []))
+    """Either key may be missing: that provider is then not polled, and the pod still starts.
+    The keys travel as variables only: no key file, no volume, no flag naming one."""
+    refs = key_variables(container)
+    assert set(refs) == set(KEYS)
+    for variable, entry in KEYS.items():
+        assert refs[variable] == {"name": NAME, "key": entry, "optional": True}, variable
+    assert "volumes" not in only(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert not container.get("volumeMounts")
+    assert not any("api-key" in arg for arg in container["args"])
+
+
+def test_the_key_variables_are_those_the_exporter_reads() -> None:
+    for provider, variable in (("cohere", "CO_API_KEY"), ("together", "TOGETHER_API_KEY")):
+        assert variable in spelling(f"{provider}_api_key").env, provider
+        assert KEYS[variable] == f"{provider}-api-key"
 
 
 # -- Service and ServiceMonitor ----------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.test_kubernetes import required_tool
+from exporter.settings import spelling
+from tests.deploy.test_kubernetes import KEYS, NAME, required_tool
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "statefulset-sharded.yaml"
 
@@ -30,8 +31,22 @@ def test_every_replica_gets_its_own_shard() -> None:
     spec = load()["spec"]
     (container,) = spec["template"]["spec"]["containers"]
     assert f"--shard.count={spec['replicas']}" in container["args"]
-    (index,) = [e for e in container["env"] if e["name"] == "COHERE_EXPORTER_SHARD_INDEX"]
+    (variable,) = spelling("shard_index").env
+    (index,) = [e for e in container["env"] if e["name"] == variable]
     assert index["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['apps.kubernetes.io/pod-index']"
     )
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_keys_come_from_the_deployment_secret_like_the_deployment() -> None:
+    (container,) = load()["spec"]["template"]["spec"]["containers"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "secretKeyRef" in e["valueFrom"]
+    }
+    assert refs == {
+        variable: {"name": NAME, "key": entry, "optional": True} for variable, entry in KEYS.items()
+    }
+    assert load()["spec"]["serviceName"] == NAME
