@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.settings import DEFAULT_PORT
+from exporter.contract import RUN_LABELS
+from exporter.settings import DEFAULT_PORT, PROVIDERS
 from exporter.simulator import Scenario
 from tests.promtool import promtool_path
 
@@ -69,7 +70,7 @@ def test_dockerfile_contract() -> None:
     assert "/healthz" in final
     assert "COPY --from=build /opt/venv /opt/venv" in final
     assert "pip install" not in final, "only the runtime in the final stage"
-    assert 'ENTRYPOINT ["cohere-finetune-exporter"]' in final  # `docker run IMAGE demo` works
+    assert 'ENTRYPOINT ["finetune-exporter"]' in final  # `docker run IMAGE demo` works
 
 
 def test_compose_file_matches_the_compose_specification() -> None:
@@ -78,10 +79,16 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def flags(command: list[str]) -> dict[str, str]:
+    """`--name=value` arguments of a compose command as a mapping."""
+    return dict(arg.removeprefix("--").split("=", 1) for arg in command if "=" in arg)
+
+
 def test_compose_mounts_existing_files_and_wires_the_services() -> None:
     spec = compose()
     services = spec["services"]
-    assert set(services) == {"simulator", "exporter", "prometheus", "alertmanager", "grafana"}
+    simulators = {f"simulator-{provider}" for provider in PROVIDERS}
+    assert set(services) == {"exporter", "prometheus", "alertmanager", "grafana"} | simulators
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -89,17 +96,47 @@ def test_compose_mounts_existing_files_and_wires_the_services() -> None:
                 assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
     for secret in spec["secrets"].values():
         assert (DEPLOY / secret["file"]).is_file()
-    exporter_args = " ".join(services["exporter"]["command"])
-    assert "--cohere.api-url=http://simulator:10043" in exporter_args
     assert f"{DEFAULT_PORT}:{DEFAULT_PORT}" in services["exporter"]["ports"]
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     (job,) = prometheus["scrape_configs"]
+    assert job["job_name"] == "finetune"
     assert job["static_configs"][0]["targets"] == [f"exporter:{DEFAULT_PORT}"]
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "alertmanager:9093"
     ]
-    scenario_mount = next(v for v in services["simulator"]["volumes"] if "scenario" in v)
-    Scenario.load(DEPLOY / scenario_mount.split(":", 1)[0])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_compose_exporter_polls_each_provider_from_its_simulator(provider: str) -> None:
+    """One simulator per provider, each with its scenario and key; the exporter polls both."""
+    services = compose()["services"]
+    name = f"simulator-{provider}"
+    simulator = services[name]
+    command = simulator["command"]
+    assert command[0] == "simulate"
+    sim = flags(command)
+    assert sim["provider"] == provider
+    port = sim["web.listen-address"].rsplit(":", 1)[1]
+    assert port in str(simulator["healthcheck"]["test"])
+    (secret,) = simulator["secrets"]
+    assert sim["api-key-file"] == f"/run/secrets/{secret}"
+    (mount,) = [v for v in simulator["volumes"] if v.split(":")[1] == sim["scenario"]]
+    Scenario.load(DEPLOY / mount.split(":", 1)[0])
+
+    exporter = services["exporter"]
+    served = flags(exporter["command"])
+    assert exporter["command"][0] == "serve"
+    assert served[f"{provider}.api-url"] == f"http://{name}:{port}"
+    assert served[f"{provider}.api-key-file"] == f"/run/secrets/{secret}"
+    assert secret in exporter["secrets"]
+    assert exporter["depends_on"][name] == {"condition": "service_healthy"}
+
+
+def test_compose_simulators_listen_on_distinct_ports() -> None:
+    services = compose()["services"]
+    ports = [flags(services[f"simulator-{p}"]["command"])["web.listen-address"] for p in PROVIDERS]
+    assert len(set(ports)) == len(PROVIDERS)
+    assert f":{DEFAULT_PORT}" not in ports
 
 
 def test_prometheus_config_and_rules_pass_promtool() -> None:
@@ -117,6 +154,20 @@ def test_alertmanager_config_passes_amtool() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_alertmanager_groups_per_run_and_inhibits_only_existing_alerts() -> None:
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    assert config["route"]["group_by"] == ["alertname", *RUN_LABELS]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    for inhibit in config["inhibit_rules"]:
+        for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            name, _, pattern = matcher.partition("=")
+            assert name == "alertname", matcher
+            regex = pattern.lstrip("~").strip('"')
+            matched = {alert for alert in alerts if re.fullmatch(regex, alert)}
+            assert matched, f"{matcher} matches no alert in alerts.yml"
+
+
 def test_grafana_provisioning_points_at_the_compose_services() -> None:
     datasource = yaml.safe_load(
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
@@ -125,4 +176,5 @@ def test_grafana_provisioning_points_at_the_compose_services() -> None:
     grafana = compose()["services"]["grafana"]
     assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).name == "finetune.json"
     assert (DEPLOY / "grafana" / "dashboards" / Path(home).name).is_file()
