@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,12 +72,22 @@ def wait_for(condition: Callable[[], T | None], seconds: float, what: str) -> T:
 
 @contextlib.contextmanager
 def running(
-    name: str, argv: list[str], logs: Path, ready_url: str, *, ready_seconds: float = 30
+    name: str,
+    argv: list[str],
+    logs: Path,
+    ready_url: str,
+    *,
+    ready_seconds: float = 30,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``argv``, wait for ``ready_url`` to answer 200; stop it (TERM, then KILL) after."""
+    """Start ``argv``, wait for ``ready_url`` to answer 200; stop it (TERM, then KILL) after.
+    ``env`` adds variables to this process's environment (API keys, for instance)."""
     log_path = logs / f"{name}.log"
+    environment = {**os.environ, **env} if env else None
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs)
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs, env=environment
+        )
         try:
 
             def ready() -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from exporter import contract
 from exporter.backfill import BackfillResult
 from exporter.backfill_command import read_history
 from exporter.settings import load_settings
@@ -22,7 +23,10 @@ from tests.e2e.services import binary, free_port, get_json, running
 from tests.stack import API_KEY, serve_app
 
 pytestmark = pytest.mark.e2e
-LOSS = "finetune_step_cross_entropy"
+LOSS = str(contract.step_family_name("cross_entropy"))
+INFO = contract.RUN_INFO.sample
+# The simulated Cohere account is the one provider here; every series carries it.
+PROVIDER = "cohere"
 
 
 @dataclass
@@ -99,7 +103,8 @@ def raw_samples(loaded: Loaded, expr: str) -> dict[str, dict[int, float]]:
     first, last = min(stamps), max(stamps)
     found: dict[str, dict[int, float]] = {}
     for series in loaded.query(f"{expr}[{last - first + 1}ms]", last):
-        model_id = series["metric"]["finetune_id"]
+        assert series["metric"][contract.PROVIDER_LABEL] == PROVIDER, series["metric"]
+        model_id = series["metric"][contract.RUN_ID_LABEL]
         found[model_id] = {ms(float(t)): float(v) for t, v in series["values"]}
     return found
 
@@ -121,17 +126,18 @@ def test_every_step_reads_back_at_its_timestamp(loaded: Loaded) -> None:
 
 
 def test_step_numbers_read_back(loaded: Loaded) -> None:
-    stored = raw_samples(loaded, "finetune_step_number")
+    stored = raw_samples(loaded, contract.STEP_NUMBER.sample)
     for model_id, steps in loaded.steps.items():
         assert stored[model_id] == {ms(s.created_at): float(s.step_number) for s in steps}
 
 
 def test_info_joins_over_the_whole_history(loaded: Loaded) -> None:
-    expr = f"{LOSS} * on (provider, finetune_id) group_left (name) finetune_run_info"
+    key = ", ".join(contract.RUN_LABELS)
+    expr = f"{LOSS} * on ({key}) group_left (name) {INFO}"
     for model_id, steps in loaded.steps.items():
         for sim_step in (steps[0], steps[len(steps) // 2], steps[-1]):
             answer = loaded.query(expr, ms(sim_step.created_at))
-            mine = [s for s in answer if s["metric"]["finetune_id"] == model_id]
+            mine = [s for s in answer if s["metric"][contract.RUN_ID_LABEL] == model_id]
             assert len(mine) == 1, json.dumps(answer)[:500]
             assert mine[0]["metric"]["name"] == loaded.names[model_id]
             assert same(float(mine[0]["value"][1]), sim_step.metrics["cross_entropy"])
@@ -141,16 +147,16 @@ def test_same_names_as_live_and_nothing_beyond_the_steps(loaded: Loaded) -> None
     stamps = [ms(s.created_at) for steps in loaded.steps.values() for s in steps]
     first, last = min(stamps), max(stamps)
     hour = 3_600_000
-    answer = loaded.query(f'{{__name__=~"finetune_.+"}}[{last - first + hour + 1}ms]', last + hour)
+    answer = loaded.query(
+        f'{{__name__=~"{contract.PREFIX}_.+"}}[{last - first + hour + 1}ms]', last + hour
+    )
     names = {series["metric"]["__name__"] for series in answer}
+    step_metrics = ("accuracy", "cross_entropy", "generation_accuracy", "generation_cross_entropy")
     assert names == {
-        "finetune_run_info",
-        "finetune_step_number",
-        "finetune_step_timestamp_seconds",
-        "finetune_step_accuracy",
-        "finetune_step_cross_entropy",
-        "finetune_step_generation_accuracy",
-        "finetune_step_generation_cross_entropy",
+        INFO,
+        contract.STEP_NUMBER.sample,
+        contract.STEP_TIMESTAMP.sample,
+        *(contract.step_family_name(metric) for metric in step_metrics),
     }
     times = [ms(float(t)) for series in answer for t, _ in series["values"]]
     assert min(times) == first

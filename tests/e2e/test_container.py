@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import contract
+from exporter.settings import PROVIDERS
 from tests.e2e.services import http_get, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "cohere-finetune-exporter:e2e"
+IMAGE = "finetune-exporter:e2e"
 
 
 def docker(*args: str, timeout: float = 60) -> str:
@@ -65,19 +67,20 @@ def test_image_runs_demo_as_non_root_and_serves_metrics(image: str, demo_contain
     assert docker("image", "inspect", "--format", "{{.Config.User}}", image) == "10001:10001"
     assert "10042/tcp" in docker("image", "inspect", "--format", "{{.Config.ExposedPorts}}", image)
 
-    def several_models() -> set[str] | None:
+    def runs_of_every_provider() -> set[tuple[str, str]] | None:
         status, body = http_get("http://127.0.0.1:10042/metrics", timeout=2)
         if status != 200:
             return None
-        models = {
-            sample.labels["finetune_id"]
+        runs = {
+            (sample.labels[contract.PROVIDER_LABEL], sample.labels[contract.RUN_ID_LABEL])
             for family in text_string_to_metric_families(body.decode())
-            if family.name == "finetune_step_cross_entropy"
+            if family.name == contract.STEP_NUMBER.sample
             for sample in family.samples
         }
-        return models if len(models) >= 3 else None
+        providers = {provider for provider, _ in runs}
+        return runs if len(runs) >= 3 and providers == set(PROVIDERS) else None
 
-    wait_for(several_models, 60, "demo metrics from the container")
+    wait_for(runs_of_every_provider, 60, "demo runs of every provider from the container")
     wait_for(
         lambda: (
             docker("inspect", "--format", "{{.State.Health.Status}}", demo_container) == "healthy"
