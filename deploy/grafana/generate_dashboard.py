@@ -6,9 +6,12 @@
 
 Panels, queries, variables and options are grafana-foundation-sdk builders and models, so a
 misspelt option fails type checking instead of vanishing in Grafana; every metric name comes
-from exporter.contract. One part is plain data: the options of the run table's `organize`
-transformation (renamed, ordered and hidden columns), which the SDK itself types as a bare
-object. Queries use six Grafana placeholders and nothing else: `${datasource}` (only as the
+from exporter.contract. No panel needed hand-built JSON. Two values are plain data because the
+SDK itself types them as bare objects: the options of the run table's transformations (`merge`,
+and `organize` with its renamed, ordered and hidden columns), and the value of each field
+override (`DynamicConfigValue.value`), which is an SDK model wherever one exists (line style,
+colour, thresholds, cell options, value mappings) and a number or unit string otherwise.
+Queries use five Grafana placeholders and nothing else: `${datasource}` (only as the
 datasource uid, never inside an expression), `$provider` and `$run` (only as
 `provider=~"$provider"` and `name=~"$run"`), `$__rate_interval` (only as a range,
 `[$__rate_interval]`) and `$__range` (only as a range, `[$__range]`, in instant queries: totals
