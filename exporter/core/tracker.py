@@ -1,8 +1,10 @@
 """One run's memory between cycles: where reading stopped, the newest step, spikes, health.
 
 A tracker absorbs each batch of steps a provider returns, judges every step after its position
-exactly once, keeps the newest step for the gauges, produces its part of the snapshot and saves
-and restores itself through the state file.
+exactly once, keeps the newest step and the newest value of each metric for the gauges (a
+Together evaluation comes every few steps, and its loss must not vanish from /metrics in
+between), produces its part of the snapshot and saves and restores itself through the state
+file.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class RunTracker:
         self, run: Run, rule: SpikeRule, max_metrics: int, saved: SavedRun | None = None
     ) -> None:
         self.run = run
-        self.newest: StepRecord | None = None
+        self.newest: StepRecord | None = None  # the newest step, with each metric's newest value
+        self._latest: dict[str, tuple[int, float]] = {}  # metric → (step, value)
         self.position: int | None = None  # highest step number processed; None until polled
         self.judged: set[str] = set()  # metrics of the position's step judged so far
         self.cursor: dict[str, str] = {}
@@ -80,6 +83,11 @@ class RunTracker:
         if not ordered:
             return 0
         newest = ordered[-1]
+        for step in ordered:
+            for metric, value in step.metrics.items():
+                known = self._latest.get(metric)
+                if known is None or step.number >= known[0]:
+                    self._latest[metric] = (step.number, value)
         if self.position is None:
             for step in ordered[-self.spikes.rule.window :]:
                 self.spikes.remember(step.metrics)
@@ -98,7 +106,10 @@ class RunTracker:
             self.judged = set()
         self.judged.update(newest.metrics)
         self.position = newest.number
-        self.newest, dropped = trimmed(newest, self._max_metrics)
+        values = {metric: value for metric, (_, value) in self._latest.items()}
+        self.newest, dropped = trimmed(
+            StepRecord(newest.number, newest.created_at, values), self._max_metrics
+        )
         return dropped
 
     def succeeded(self, wall: float, monotonic: float) -> None:

@@ -53,6 +53,11 @@ async def assert_metrics_match_simulator(stack: Stack, *, statuses: bool = True)
             assert family is not None
             expected = float(value) if not isinstance(value, str) else float(value.lower())
             assert same_value(sample(samples, family, job), expected), (job, key)
+        evals = [e["eval/loss"] for _, _, e in world.logged(job) if "eval/loss" in e]
+        if evals:  # the newest evaluation stays on /metrics between evaluations
+            last = evals[-1]
+            expected = float(last) if not isinstance(last, str) else float(last.lower())
+            assert same_value(sample(samples, "finetune_step_eval_loss", job), expected), job
         if statuses:
             status = world.status(job)
             assert samples[("finetune_run_status", run_labels(job, "together", status=status))]

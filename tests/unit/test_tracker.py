@@ -45,3 +45,19 @@ def test_the_judged_values_of_the_position_survive_a_restart() -> None:
     restarted.absorb(steps(5, **{"train/loss": 5.0}))  # re-read after the restart
     assert restarted.spikes.outliers["train/loss"] == 1
     assert restarted.spikes.processed == saved.processed
+
+
+def test_each_metric_keeps_its_newest_value_between_evaluations() -> None:
+    tracker = RunTracker(RUN, RULE, max_metrics=100)
+    tracker.absorb(
+        [
+            StepRecord(10, 10.0, {"train/loss": 1.0, "eval/loss": 1.5}),
+            StepRecord(11, 11.0, {"train/loss": 0.9}),
+        ]
+    )
+    tracker.absorb([StepRecord(12, 12.0, {"train/loss": 0.8})])
+    assert tracker.newest is not None
+    assert tracker.newest.number == 12
+    assert dict(tracker.newest.metrics) == {"train/loss": 0.8, "eval/loss": 1.5}
+    tracker.absorb([StepRecord(12, 12.0, {"train/loss": 0.8, "eval/loss": 1.2})])
+    assert dict(tracker.newest.metrics) == {"train/loss": 0.8, "eval/loss": 1.2}

@@ -60,7 +60,9 @@ def to_run(job: Job, total: int | None, job_id: str | None = None) -> Run:
         eta = float(progress.seconds_remaining) if progress.seconds_remaining is not None else None
     return Run(
         id=job_id or job.id,
-        name=job.model_output_name or job.suffix,
+        # The suffix is what the user chose and stays put; model_output_name appears only once
+        # the job leaves the queue, and a label that changes mid-run would split its series.
+        name=job.suffix or job.model_output_name,
         base_model=job.model,
         status=job.status,
         phase=PHASES.get(job.status, "unknown"),
