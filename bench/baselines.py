@@ -1,19 +1,26 @@
 """The two baseline servers that ``bench/run.py`` compares the exporter with.
 
-Both serve the data of one exposition captured from the exporter (a file holding the bytes of
-one plain-text ``/metrics`` answer), so all three servers answer with the same series:
+Both serve the data of the expositions captured from the exporter (files holding the bytes of
+one ``/metrics`` answer in each format), so all three servers answer with the same series:
 
 ``client_python``
     What a self-written exporter does: ``prometheus_client.start_http_server`` with a custom
-    collector that builds a ``GaugeMetricFamily`` per family from the parsed data on every
-    scrape, so every scrape encodes (and, when asked, gzips) the whole exposition again.
+    collector that builds a ``GaugeMetricFamily`` per family from the parsed plain-text data on
+    every scrape, so every scrape encodes (in the format prometheus_client negotiates and, when
+    asked, gzipped) the whole exposition again.
 
 ``static``
     The floor on this stack: an aiohttp server answering with the captured bytes as they are
-    (or with a gzip of them made once at start-up), no logging, no middleware.
+    (or with a gzip of them made once at start-up), no logging, no middleware. Given the
+    exporter's OpenMetrics body too, it answers a client whose ``Accept`` the exporter would
+    answer with OpenMetrics with that body, chosen by the exporter's own negotiation.
 
-    python bench/baselines.py client_python --port 18100 --source /tmp/exposition.txt
-    python bench/baselines.py static --port 18101 --source /tmp/exposition.txt
+Neither imports the exporter's settings (pydantic), so their memory stays that of a small
+server; the harness tells them what they need on the command line::
+
+    python bench/baselines.py client_python --port 18100 --path /metrics --source exp.text
+    python bench/baselines.py static --port 18101 --path /metrics --source exp.text
+        [--openmetrics-source exp.openmetrics --openmetrics-content-type 'application/...']
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
-GZIP_LEVEL = 6  # the exporter's level, so gzip bodies are of the same size
+from exporter.exposition import GZIP_LEVEL, Format, negotiate
+
+#: The exporter's answer to a client that sends no ``Accept`` header.
+TEXT_CONTENT_TYPE = negotiate("")[1]
 
 
 @dataclass(frozen=True)
@@ -89,19 +99,36 @@ def serve_client_python(port: int, source: Path) -> None:
     stop.wait()
 
 
-def serve_static(port: int, source: Path, content_type: str) -> None:
-    plain = source.read_bytes()
-    zipped = gzip.compress(plain, compresslevel=GZIP_LEVEL)
+@dataclass(frozen=True)
+class StaticBody:
+    """One format's captured bytes, gzipped once at the exporter's level so sizes match."""
+
+    plain: bytes
+    zipped: bytes
+    content_type: str
+
+    @staticmethod
+    def read(source: Path, content_type: str) -> StaticBody:
+        plain = source.read_bytes()
+        return StaticBody(plain, gzip.compress(plain, compresslevel=GZIP_LEVEL), content_type)
+
+
+def serve_static(port: int, path: str, bodies: dict[Format, StaticBody]) -> None:
+    """Answer with the bytes of the format the exporter would choose for the same ``Accept``,
+    falling back to the text body when no other format was captured."""
+    text = bodies["text"]
 
     async def metrics(request: web.Request) -> web.Response:
-        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        accept = request.headers.get("Accept")
+        body = bodies.get(negotiate(accept)[0], text) if accept else text
+        headers = {"Content-Type": body.content_type, "Vary": "Accept, Accept-Encoding"}
         if "gzip" in request.headers.get("Accept-Encoding", "").lower():
             headers["Content-Encoding"] = "gzip"
-            return web.Response(body=zipped, headers=headers)
-        return web.Response(body=plain, headers=headers)
+            return web.Response(body=body.zipped, headers=headers)
+        return web.Response(body=body.plain, headers=headers)
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(path, metrics)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -109,17 +136,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("kind", choices=("client_python", "static"))
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--path", required=True, help="path of the static answers (client_python answers any)"
+    )
     parser.add_argument("--source", type=Path, required=True, help="captured exposition")
     parser.add_argument(
         "--content-type",
-        default="text/plain; version=0.0.4; charset=utf-8",
-        help="Content-Type of the static answers (the exporter's)",
+        default=TEXT_CONTENT_TYPE,
+        help="Content-Type of the static text answers (the exporter's)",
+    )
+    parser.add_argument(
+        "--openmetrics-source", type=Path, default=None, help="captured OpenMetrics exposition"
+    )
+    parser.add_argument(
+        "--openmetrics-content-type",
+        default=None,
+        help="Content-Type of the static OpenMetrics answers (the exporter's)",
     )
     args = parser.parse_args(argv)
     if args.kind == "client_python":
         serve_client_python(args.port, args.source)
-    else:
-        serve_static(args.port, args.source, args.content_type)
+        return 0
+    bodies: dict[Format, StaticBody] = {"text": StaticBody.read(args.source, args.content_type)}
+    if args.openmetrics_source is not None:
+        if args.openmetrics_content_type is None:
+            parser.error("--openmetrics-source needs --openmetrics-content-type")
+        bodies["openmetrics"] = StaticBody.read(
+            args.openmetrics_source, args.openmetrics_content_type
+        )
+    serve_static(args.port, args.path, bodies)
     return 0
 
 
