@@ -1,4 +1,4 @@
-"""Benchmark of cohere-finetune-exporter against baselines, on loopback, in one run.
+"""Benchmark of finetune-exporter against baselines, on loopback, in one run.
 
     python bench/run.py [--quick] [--sizes 100,2000,10000] [--out bench/results.md]
 
