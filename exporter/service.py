@@ -76,6 +76,7 @@ class Exporter:
                     rule=SpikeRule.from_settings(settings),
                     max_metrics=settings.limits_max_metrics_per_model,
                     problems=problems,
+                    history=settings.ui_history,
                     saved=state.loaded.get(name) if state is not None else None,
                 ),
                 settings=settings,

@@ -250,6 +250,19 @@ class Settings(BaseSettings):
         description="Most metric names exported per run (alphabetical order).",
         json_schema_extra=flag("--limits.max-metrics-per-model"),
     )
+    ui_history: bool = Field(
+        default=True,
+        description="Keep each run's loss curves for the status page and /api/runs (false: "
+        "none, and no extra request to fill them).",
+        json_schema_extra=flag("--ui.history"),
+    )
+    ui_finished_runs: int = Field(
+        default=50,
+        ge=0,
+        le=100_000,
+        description="Finished runs the status page shows, most recent first (?all=1 shows all).",
+        json_schema_extra=flag("--ui.finished-runs"),
+    )
     log_level: Literal["debug", "info", "warn", "error"] = Field(
         default="info",
         description="Only log messages with the given severity or above.",

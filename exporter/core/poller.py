@@ -56,6 +56,7 @@ class Poller:
         self._monotonic, self._wall = monotonic, wall_clock
         self._discovered_at: float | None = None
         self._up, self._ready = False, False
+        self._finished_at: float | None = None
         self._auth_failures, self._auth_retry_at = 0, 0.0
         self.dropped: Counter[str] = Counter()
 
@@ -92,7 +93,7 @@ class Poller:
         self._judge(outcomes)
         if self._state is not None:
             self._state.save(self.provider.name, self.book.saved())
-        self._ready = True
+        self._ready, self._finished_at = True, self._wall()
         await self._publish_part(started)
 
     async def _publish_part(self, started: float) -> None:
@@ -101,6 +102,7 @@ class Poller:
             runs=self.book.views(),
             up=self._up,
             poll_duration=self._monotonic() - started,
+            finished_at=self._finished_at,
             ready=self._ready,
             dropped=MappingProxyType(dict(self.dropped)),
         )

@@ -32,12 +32,14 @@ class RunBook:
         rule: SpikeRule,
         max_metrics: int,
         problems: ProblemLog,
+        history: bool = False,
         saved: Mapping[str, SavedRun] | None = None,
     ) -> None:
         self.provider = provider
         self.trackers: dict[str, RunTracker] = {}
         self._rule = rule
         self._max_metrics = max_metrics
+        self._history = history
         self._problems = problems
         self._saved = dict(saved or {})  # runs not rediscovered yet keep their saved position
 
@@ -77,7 +79,7 @@ class RunBook:
         tracker = self.trackers.get(run.id)
         if tracker is None:
             saved = self._saved.pop(run.id, None)
-            tracker = RunTracker(run, self._rule, self._max_metrics, saved)
+            tracker = RunTracker(run, self._rule, self._max_metrics, saved, history=self._history)
             self.trackers[run.id] = tracker
         elif fresh:
             tracker.update(run)

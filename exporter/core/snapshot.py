@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from exporter.core.history import History
 from exporter.core.provider import Run, StepRecord
 
 _NO_COUNTS: Mapping[str, int] = MappingProxyType({})
@@ -33,6 +34,7 @@ class RunView:
     outliers: Mapping[str, int] = field(default_factory=lambda: _NO_COUNTS)
     nonfinite: Mapping[str, int] = field(default_factory=lambda: _NO_COUNTS)
     steps_processed: int = 0
+    history: History | None = None
 
     @property
     def id(self) -> str:
@@ -47,6 +49,7 @@ class ProviderPart:
     runs: tuple[RunView, ...] = ()
     up: bool = False
     poll_duration: float | None = None
+    finished_at: float | None = None  # wall-clock end of the last full cycle
     ready: bool = False
     dropped: Mapping[str, int] = field(default_factory=lambda: _NO_COUNTS)
 

@@ -60,12 +60,17 @@ class SpikeTracker:
                 if math.isfinite(value):
                     history.append(value)
 
-    def judge(self, metrics: Mapping[str, float], *, new_step: bool = True) -> None:
+    def judge(
+        self, metrics: Mapping[str, float], *, new_step: bool = True
+    ) -> tuple[list[str], list[str]]:
         """Judge a step's values and add them to the history; count the step when it is new
         (a value that arrives later for a step already counted, such as an evaluation logged
-        after its training step, is judged without counting the step again)."""
+        after its training step, is judged without counting the step again). Returns the
+        metrics found to be outliers and those found non-finite."""
         if new_step:
             self.processed += 1
+        outliers: list[str] = []
+        nonfinite: list[str] = []
         for metric in self.rule.metrics:
             value = metrics.get(metric)
             if value is None:
@@ -73,12 +78,15 @@ class SpikeTracker:
             history = self._history(metric)
             if not math.isfinite(value):
                 self.nonfinite[metric] += 1
+                nonfinite.append(metric)
                 continue
             if len(history) >= MIN_HISTORY:
                 median = statistics.median(history)
                 if median > 0 and value >= self.rule.factor * median:
                     self.outliers[metric] += 1
+                    outliers.append(metric)
             history.append(value)
+        return outliers, nonfinite
 
     def restore(
         self,

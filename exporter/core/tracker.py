@@ -10,9 +10,10 @@ file.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from exporter.core.history import HistoryBuilder
 from exporter.core.provider import Run, StepRecord
 from exporter.core.snapshot import RunView
 from exporter.core.spikes import SpikeRule, SpikeTracker
@@ -34,7 +35,13 @@ class RunTracker:
     """Mutable per-run state that lives in the poller between cycles (never in a snapshot)."""
 
     def __init__(
-        self, run: Run, rule: SpikeRule, max_metrics: int, saved: SavedRun | None = None
+        self,
+        run: Run,
+        rule: SpikeRule,
+        max_metrics: int,
+        saved: SavedRun | None = None,
+        *,
+        history: bool = False,
     ) -> None:
         self.run = run
         self.newest: StepRecord | None = None  # the newest step, with each metric's newest value
@@ -47,6 +54,7 @@ class RunTracker:
         self.final_read_at: float | None = None
         self.missing = False
         self.spikes = SpikeTracker(rule)
+        self.history = HistoryBuilder(rule.metrics) if history else None
         self._max_metrics = max_metrics
         if saved is not None:
             self.position = saved.position
@@ -91,14 +99,17 @@ class RunTracker:
         if self.position is None:
             for step in ordered[-self.spikes.rule.window :]:
                 self.spikes.remember(step.metrics)
+            if self.history is not None:
+                for step in ordered:
+                    self.history.add(step.number, step.metrics)
         else:
             for step in ordered:
                 if step.number > self.position:
-                    self.spikes.judge(step.metrics)
+                    self._judge(step.number, step.metrics, new_step=True)
                 elif step.number == self.position:
                     late = {k: v for k, v in step.metrics.items() if k not in self.judged}
                     if late:
-                        self.spikes.judge(late, new_step=False)
+                        self._judge(step.number, late, new_step=False)
                         self.judged.update(late)
         if self.position is not None and newest.number < self.position:
             return 0
@@ -111,6 +122,12 @@ class RunTracker:
             StepRecord(newest.number, newest.created_at, values), self._max_metrics
         )
         return dropped
+
+    def _judge(self, number: int, metrics: Mapping[str, float], *, new_step: bool) -> None:
+        outliers, nonfinite = self.spikes.judge(metrics, new_step=new_step)
+        if self.history is not None:
+            self.history.add(number, metrics)
+            self.history.mark(number, outliers, nonfinite)
 
     def succeeded(self, wall: float, monotonic: float) -> None:
         self.up = True
@@ -130,6 +147,7 @@ class RunTracker:
             outliers=MappingProxyType(dict(spikes.outliers)),
             nonfinite=MappingProxyType(dict(spikes.nonfinite)),
             steps_processed=spikes.processed,
+            history=self.history.history() if self.history is not None else None,
         )
 
     def saved(self) -> SavedRun | None:

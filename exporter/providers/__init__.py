@@ -24,6 +24,9 @@ from exporter.upstream.budget import RequestBudget
 from exporter.upstream.client import ClientObserver, JsonClient, RetryPolicy, proxy_for
 
 NAMES = PROVIDERS
+#: Cohere pages a run's first read may take for its curve (newest-first lists; an oldest-first
+#: list is walked whole on the first read anyway).
+HISTORY_PAGES = 4
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,11 @@ def json_client(
 
 def provider_for(settings: Settings, name: str, http: JsonClient) -> Provider:
     if name == "cohere":
-        return CohereProvider(CohereClient(http), page_size=settings.poll_page_size)
+        return CohereProvider(
+            CohereClient(http),
+            page_size=settings.poll_page_size,
+            history_pages=HISTORY_PAGES if settings.ui_history else 1,
+        )
     return TogetherProvider(TogetherClient(http), concurrency=settings.poll_concurrency)
 
 

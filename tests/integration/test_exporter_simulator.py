@@ -302,3 +302,21 @@ async def test_scrapes_serve_the_encoding_prepared_before_publication() -> None:
         stack.poll_clock.advance(60)
         await stack.exporter.run_cycle()
         assert exposition.renders == renders + 1
+
+
+@pytest.mark.parametrize("history", [True, False])
+async def test_a_run_seen_first_fills_its_curve_from_a_few_pages(history: bool) -> None:
+    async with simulated_stack(models=6, poll_page_size=5, ui_history=str(history)) as stack:
+        world = stack.world
+        await stack.exporter.run_cycle()
+        long_runs = [m for m in world.model_ids() if len(world.steps(m)) > 20]
+        assert long_runs
+        views = {view.id: view for view in stack.exporter.snapshot.runs}
+        for model_id in long_runs:
+            assert world.steps_by_run[model_id] == (4 if history else 1)
+            drawn = views[model_id].history
+            if history:
+                assert drawn is not None
+                assert len(drawn.curves["cross_entropy"]) == 20  # four pages of five steps
+            else:
+                assert drawn is None

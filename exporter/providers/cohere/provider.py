@@ -2,8 +2,9 @@
 
 Cohere documents newest-first step pages while its own example is oldest-first, so the order is
 read off the pages themselves and kept in the run's cursor. Newest-first: page back only while a
-whole page is newer than the position (the first poll needs one page). Oldest-first: walk to the
-last page, then resume there next time, so that order too costs one request per cycle.
+whole page is newer than the position (the first poll reads ``history_pages`` pages, enough for
+a curve, or one). Oldest-first: walk to the last page, then resume there next time, so that
+order too costs one request per cycle.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ class CohereProvider:
 
     name = "cohere"
 
-    def __init__(self, client: CohereClient, *, page_size: int) -> None:
+    def __init__(self, client: CohereClient, *, page_size: int, history_pages: int = 1) -> None:
         self.client = client
         self._page_size = page_size
+        self._history_pages = history_pages
 
     async def list_runs(self) -> AsyncIterator[list[Run]]:
         async for page in self.client.model_pages(page_size=LIST_PAGE_SIZE):
@@ -130,7 +132,9 @@ class CohereProvider:
         """Follow pages until every step after the position is in hand, and no further."""
         collected: list[StepRecord] = []
         guard = PageGuard("list_step_metrics", token)
+        pages = 0
         while True:
+            pages += 1
             page = await self.client.list_step_metrics(
                 run_id, page_size=self._page_size, page_token=token
             )
@@ -143,7 +147,11 @@ class CohereProvider:
             if not page.next_page_token or not page.step_metrics:
                 return collected
             if cursor.get("order") == "newest-first" and (
-                position is None or min(s.step_number for s in page.step_metrics) <= position
+                (position is None and pages >= self._history_pages)
+                or (
+                    position is not None
+                    and min(s.step_number for s in page.step_metrics) <= position
+                )
             ):
                 return collected
             token = guard.next(page.next_page_token)
