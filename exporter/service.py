@@ -148,9 +148,7 @@ def format_address(address: Any) -> str:
 
 async def watch_web_config(watcher: WebConfigWatcher) -> None:
     """Re-read the web config file now and then, so credentials rotate without a restart."""
-    while True:
-        await asyncio.sleep(WEB_CONFIG_RELOAD_SECONDS)
-        watcher.reload_if_changed()
+    await watcher.run(WEB_CONFIG_RELOAD_SECONDS)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -2,7 +2,7 @@
 
 A small aiohttp app (``/metrics`` and ``/healthz``) is served the way the exporter serves its
 own: AppRunner + TCPSite with the watcher's SSLContext and ``auth_middleware``. Reloads are
-driven by calling ``reload_if_changed()`` directly, never by waiting.
+driven by awaiting ``reload_if_changed()`` directly, never by waiting.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from exporter.webconfig import WWW_AUTHENTICATE, WebConfigWatcher, auth_middleware
-from tests.unit.test_webconfig import (
+from tests.webconfig_support import (
     ALICE_HASH,
     ALICE_PASSWORD,
     BOB_HASH,
@@ -201,14 +201,14 @@ async def test_reload_swaps_users(serve: Serve, tls_dir: Path) -> None:
     path = tls_dir / "web.yml"
     path.write_text(f"{TLS}basic_auth_users:\n  bob: {BOB_HASH}\n")
     promtool_check_web_config(path)
-    assert watcher.reload_if_changed()
+    assert await watcher.reload_if_changed()
 
     assert (await fetch(f"{base}/metrics", auth=BOB, ssl_context=tls))[:2] == (200, "ok")
     assert (await fetch(f"{base}/metrics", auth=ALICE, ssl_context=tls))[0] == 401
 
     # A broken rewrite leaves bob in place.
     path.write_text(f"{TLS}basic_auth_users:\n  bob: not-a-hash\n")
-    assert not watcher.reload_if_changed()
+    assert not await watcher.reload_if_changed()
     assert (await fetch(f"{base}/metrics", auth=BOB, ssl_context=tls))[0] == 200
 
 
@@ -232,7 +232,7 @@ async def test_renewed_certificate_is_served_without_restart(serve: Serve, tls_d
 
     shutil.copyfile(tls_dir / "server2.crt", tls_dir / "server.crt")
     shutil.copyfile(tls_dir / "server2.key", tls_dir / "server.key")
-    assert watcher.reload_if_changed()
+    assert await watcher.reload_if_changed()
     assert watcher.current.ssl_context is context
     assert await _server_common_name(base, tls) == "server-2"
     assert (await fetch(f"{base}/metrics", ssl_context=tls))[:2] == (200, "ok")
