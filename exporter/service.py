@@ -31,6 +31,8 @@ from exporter.settings import ConfigError, Settings
 from exporter.telemetry import live_registry
 from exporter.upstream.client import RetryPolicy
 from exporter.web.app import build_web_app
+from exporter.web.listener import Listener
+from exporter.web.listener import listening as serve_app
 from exporter.webconfig import WebConfigWatcher, auth_middleware
 
 log = logging.getLogger(__name__)
@@ -115,30 +117,28 @@ def new_session(settings: Settings) -> aiohttp.ClientSession:
 @contextlib.asynccontextmanager
 async def listening(
     app: web.Application, settings: Settings, exporter: Exporter
-) -> AsyncIterator[web.AppRunner]:
+) -> AsyncIterator[Listener]:
     """Bind the listen address; a bind failure is a configuration error naming the flag."""
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=logging.getLogger("aiohttp.access")
-    )
-    await runner.setup()
     host, port = settings.listen
-    site = web.TCPSite(
-        runner, host=host, port=port, ssl_context=exporter.web_config.current.ssl_context
+    server = serve_app(
+        app,
+        host,
+        port,
+        ssl_context=exporter.web_config.current.ssl_context,
+        max_connections=settings.web_max_connections,
+        access_log=logging.getLogger("aiohttp.access"),
     )
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(
-            [
-                f"--web.listen-address: cannot listen on {settings.web_listen_address}: "
-                f"{exc.strerror}"
-            ]
-        ) from None
-    try:
-        yield runner
-    finally:
-        await runner.cleanup()
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            listener = await stack.enter_async_context(server)
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    f"--web.listen-address: cannot listen on {settings.web_listen_address}: "
+                    f"{exc.strerror}"
+                ]
+            ) from None
+        yield listener
 
 
 def format_address(address: Any) -> str:
@@ -180,9 +180,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     web_config = WebConfigWatcher(settings.web_config_file)
     async with new_session(settings) as session:
         exporter = Exporter(settings, session, web_config=web_config)
-        async with listening(exporter.app, settings, exporter) as runner:
+        async with listening(exporter.app, settings, exporter) as listener:
             log.info(
-                "listening", extra={"addresses": " ".join(map(format_address, runner.addresses))}
+                "listening",
+                extra={"addresses": " ".join(map(format_address, listener.addresses))},
             )
             tasks = [
                 asyncio.create_task(poller.run(), name=f"poller-{name}")

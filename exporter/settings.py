@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         description="Path under which to expose metrics.",
         json_schema_extra=flag("--web.telemetry-path"),
     )
+    web_max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Most HTTP connections open at once; further ones are closed at once "
+        "(unset: the descriptor limit minus 64, at most 1024).",
+        json_schema_extra=flag("--web.max-connections"),
+    )
     web_config_file: Path | None = Field(
         default=None,
         description="Exporter-toolkit web config file (TLS and basic auth).",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.webconfig.errors import fail
-from exporter.webconfig.files import FileReader
+from exporter.webconfig.files import PEM_LIMIT, FileReader, UnreadableFile
 from exporter.webconfig.schema import TLSServerConfig
 
 SECTION = "tls_server_config"
@@ -63,13 +63,9 @@ def read_tls_files(config_path: Path, tls: TLSServerConfig, reader: FileReader) 
 
     def read(key: str, file: Path) -> bytes:
         try:
-            return reader.read(file)
-        except OSError as exc:
-            fail(
-                config_path,
-                f"{SECTION}.{key}",
-                f"cannot read {file}: {exc.strerror or type(exc).__name__}",
-            )
+            return reader.read(file, PEM_LIMIT)
+        except UnreadableFile as exc:
+            fail(config_path, f"{SECTION}.{key}", f"cannot read {file}: {exc}")
 
     cert_pem = read("cert_file", tls.cert_file)
     key_pem = read("key_file", tls.key_file)

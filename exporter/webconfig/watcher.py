@@ -9,13 +9,14 @@ once; the watcher itself never stops.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.webconfig.errors import WebConfigError
-from exporter.webconfig.files import FileReader, Stamp, unchanged
+from exporter.webconfig.files import FileReader, Seen, unchanged
 from exporter.webconfig.loader import NO_WEB_CONFIG, Loaded, WebConfig, load
 from exporter.webconfig.tls import EncryptedKeyError, TLSFiles, load_chain
 
@@ -26,12 +27,12 @@ log = logging.getLogger("exporter.webconfig")
 class _Attempt:
     """What one poll found: the stamps it saw and either a loaded config or the error."""
 
-    seen: dict[Path, Stamp | None]
+    seen: dict[Path, Seen]
     loaded: Loaded | None = None
     error: WebConfigError | None = None
 
 
-def _attempt(path: Path, seen: dict[Path, Stamp | None]) -> _Attempt | None:
+def _attempt(path: Path, seen: dict[Path, Seen]) -> _Attempt | None:
     """None when nothing changed since ``seen``; blocking, run in a worker thread."""
     if unchanged(seen):
         return None
@@ -44,7 +45,9 @@ def _attempt(path: Path, seen: dict[Path, Stamp | None]) -> _Attempt | None:
 
 class WebConfigWatcher:
     """Re-reads the file when its mtime/size/content hash changes; on a bad new file keeps the
-    last good config and logs an error once.
+    last good config and logs an error once. A new file without users while users are
+    configured is refused too (logged once as a warning): authentication is only turned off by
+    a restart, never by a file that was emptied or is half written.
 
     The referenced certificate, key and CA files are watched too, so a renewed certificate is
     picked up without touching the config file. The SSLContext handed to the listening socket
@@ -89,8 +92,17 @@ class WebConfigWatcher:
                 )
                 return False
             loaded = attempt.loaded
+            if self._current.users and not loaded.config.users:
+                # Fail closed: an emptied or half-written file must not open the endpoints.
+                log.warning(
+                    "web config not reloaded: the new file has no basic_auth_users, which would "
+                    "turn authentication off; keeping the previous configuration. To run "
+                    "without authentication, restart with a config file without users",
+                    extra={"file": str(self._path), "users": len(self._current.users)},
+                )
+                return False
             context = self._apply_tls(loaded.tls)
-            self._current = WebConfig(context, loaded.config.users, loaded.config.headers)
+            self._current = dataclasses.replace(loaded.config, ssl_context=context)
             log.info(
                 "web config reloaded",
                 extra={"file": str(self._path), "users": len(self._current.users)},

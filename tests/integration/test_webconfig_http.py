@@ -1,23 +1,29 @@
 """TLS, client certificates, basic auth and reloads over real loopback sockets.
 
 A small aiohttp app (``/metrics`` and ``/healthz``) is served the way the exporter serves its
-own: AppRunner + TCPSite with the watcher's SSLContext and ``auth_middleware``. Reloads are
-driven by awaiting ``reload_if_changed()`` directly, never by waiting.
+own: ``exporter.web.listener.listening`` with the watcher's SSLContext and ``auth_middleware``.
+Reloads are driven by awaiting ``reload_if_changed()`` directly, never by waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import bcrypt
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from exporter.web.listener import listening
 from exporter.webconfig import WWW_AUTHENTICATE, WebConfigWatcher, auth_middleware
+from tests.listener_support import wait_until
 from tests.webconfig_support import (
     ALICE_HASH,
     ALICE_PASSWORD,
@@ -75,31 +81,22 @@ async def _missing(request: web.Request) -> web.Response:
 @pytest.fixture
 async def serve(tls_dir: Path) -> AsyncIterator[Serve]:
     """Write the web config, check it with promtool, and serve the app with it on 127.0.0.1."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(config_text: str) -> tuple[str, WebConfigWatcher]:
-        path = tls_dir / "web.yml"
-        path.write_text(config_text)
-        promtool_check_web_config(path)
-        watcher = WebConfigWatcher(path)
-        app = web.Application(middlewares=[auth_middleware(lambda: watcher.current)])
-        app.router.add_get("/metrics", _ok)
-        app.router.add_get("/healthz", _ok)
-        app.router.add_get("/missing", _missing)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(
-            runner, host="127.0.0.1", port=0, ssl_context=watcher.current.ssl_context
-        )
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        scheme = "https" if watcher.current.ssl_context is not None else "http"
-        return f"{scheme}://{host}:{port}", watcher
+        async def start(config_text: str) -> tuple[str, WebConfigWatcher]:
+            path = tls_dir / "web.yml"
+            path.write_text(config_text)
+            promtool_check_web_config(path)
+            watcher = WebConfigWatcher(path)
+            app = web.Application(middlewares=[auth_middleware(lambda: watcher.current)])
+            app.router.add_get("/metrics", _ok)
+            app.router.add_get("/healthz", _ok)
+            app.router.add_get("/missing", _missing)
+            server = listening(app, "127.0.0.1", 0, ssl_context=watcher.current.ssl_context)
+            listener = await stack.enter_async_context(server)
+            return listener.url, watcher
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 def client_context(tls_dir: Path, cert: str | None = None) -> ssl.SSLContext:
@@ -236,3 +233,72 @@ async def test_renewed_certificate_is_served_without_restart(serve: Serve, tls_d
     assert watcher.current.ssl_context is context
     assert await _server_common_name(base, tls) == "server-2"
     assert (await fetch(f"{base}/metrics", ssl_context=tls))[:2] == (200, "ok")
+
+
+async def test_under_mtls_every_connection_needs_a_certificate_probes_included(
+    serve: Serve, tls_dir: Path
+) -> None:
+    """RequireAndVerifyClientCert means every connection: /healthz is no exception.
+
+    The certificate is checked in the handshake, before any path is known. Letting connections
+    without one through for /healthz would open the HTTP parser to every client the operator
+    meant to keep out. Probes present the certificate, or check the TCP port instead.
+    """
+    base, _ = await serve(f"{MTLS}basic_auth_users:\n  alice: {ALICE_HASH}\n")
+    with pytest.raises(aiohttp.ClientError):
+        await fetch(f"{base}/healthz", ssl_context=client_context(tls_dir))
+    # With the certificate, /healthz still needs no password.
+    status, body, _ = await fetch(f"{base}/healthz", ssl_context=client_context(tls_dir, "client"))
+    assert (status, body) == (200, "ok")
+    # A TCP probe (Kubernetes' tcpSocket) connects without a handshake.
+    host, port = base.removeprefix("https://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_wrong_password_flood_after_a_reload_does_not_hold_up_a_known_login(
+    tmp_path: Path,
+) -> None:
+    """200 wrong passwords at once, after a reload: the scraper's next login is not behind them.
+
+    Its password was verified before the reload and its hash did not change, so it is answered
+    from memory; the flood gets 401 (the few checks allowed to wait) or 429 at once.
+    """
+    hashed = bcrypt.hashpw(ALICE_PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  alice: {hashed}\n")
+    watcher = WebConfigWatcher(path)
+    received = 0
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal received
+        received += 1
+        return await handler(request)
+
+    app = web.Application(middlewares=[count, auth_middleware(lambda: watcher.current)])
+    app.router.add_get("/metrics", _ok)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with (
+        listening(app, "127.0.0.1", 0) as listener,
+        aiohttp.ClientSession(connector=connector) as session,
+    ):
+
+        async def get(password: str) -> tuple[int, str | None]:
+            headers = {"Authorization": basic("alice", password)}
+            async with session.get(f"{listener.url}/metrics", headers=headers) as answer:
+                return answer.status, answer.headers.get("Retry-After")
+
+        assert (await get(ALICE_PASSWORD))[0] == 200
+        path.write_text(f"basic_auth_users:\n  alice: {hashed}\n  bob: {BOB_HASH}\n")
+        assert await watcher.reload_if_changed()
+        flood = [asyncio.create_task(get(f"wrong-{i}")) for i in range(200)]
+        await wait_until(lambda: received >= 201)
+        start = time.monotonic()
+        assert (await get(ALICE_PASSWORD))[0] == 200
+        took = time.monotonic() - start
+        answers = await asyncio.gather(*flood)
+    assert took < 2.0, f"the known login waited {took:.2f} s"
+    assert set(answers) <= {(401, None), (429, "1")}
+    assert answers.count((429, "1")) >= 150

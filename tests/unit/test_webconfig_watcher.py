@@ -227,3 +227,43 @@ async def test_run_survives_any_error_and_logs_each_problem_once(
     errors = [r.__dict__["err"] for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == ["MemoryError", "RuntimeError"]
     assert not failures
+
+
+@pytest.mark.parametrize(
+    "emptied",
+    [
+        "",
+        "basic_auth_users: {}\n",
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+    ],
+    ids=["empty-file", "no-users", "users-section-deleted"],
+)
+async def test_a_reload_that_would_remove_every_user_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, emptied: str
+) -> None:
+    path = write(tmp_path / "web.yml", f"basic_auth_users:\n  alice: {ALICE_HASH}\n")
+    config_watcher = WebConfigWatcher(path)
+    good = config_watcher.current
+    caplog.set_level(logging.WARNING, logger="exporter.webconfig")
+    write(path, emptied)
+    assert not await config_watcher.reload_if_changed()
+    assert not await config_watcher.reload_if_changed()  # unchanged: not reported again
+    assert config_watcher.current is good
+    assert not await allowed(config_watcher.current, None)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "restart with a config file without users" in warnings[0].getMessage()
+
+    write(path, f"basic_auth_users:\n  bob: {BOB_HASH}\n")
+    assert await config_watcher.reload_if_changed()
+    assert await allowed(config_watcher.current, basic("bob", BOB_PASSWORD))
+
+
+async def test_without_users_at_start_a_file_without_users_still_reloads(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "web.yml", "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    )
+    config_watcher = WebConfigWatcher(path)
+    write(path, "http_server_config:\n  headers:\n    X-Frame-Options: sameorigin\n")
+    assert await config_watcher.reload_if_changed()
+    assert dict(config_watcher.current.headers) == {"X-Frame-Options": "sameorigin"}

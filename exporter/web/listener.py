@@ -1,0 +1,413 @@
+"""The one place that starts an aiohttp server: a listening socket hostile clients cannot exhaust.
+
+aiohttp's own site (asyncio's ``create_server``) accepts every connection it can and keeps it
+for an hour when the client says nothing; past the descriptor limit asyncio logs every failed
+``accept()``, thousands of lines a second. Here the accept loop is ours:
+
+- at most ``max_connections`` connections are open, counted from ``accept()`` (before a TLS
+  handshake); beyond that a new connection is closed at once and counted, and the state change
+  is logged, not each connection;
+- a connection must have sent complete request headers (TLS handshake included) within
+  ``HEADER_TIMEOUT`` of being accepted, or of the first byte of a later request (slowloris);
+- an idle keep-alive connection is closed after ``IDLE_TIMEOUT`` (aiohttp's ``keepalive_timeout``);
+- an ``accept()`` failure (EMFILE...) is logged when it starts and when it ends, and retried
+  every ``ACCEPT_RETRY_DELAY`` seconds;
+- a malformed request is logged at debug, at most once per ``MALFORMED_LOG_INTERVAL`` with a
+  count of the ones left out, by its method and path only: aiohttp's own error line quotes the
+  offending bytes, which may be an ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import re
+import resource
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+# Between the common scrape intervals: 5-15 s scrapers keep reusing their connection, 30 s and
+# 1 m ones reconnect each time (one handshake, cheap), and no common interval lands right on the
+# boundary where the server's close would race the next request.
+IDLE_TIMEOUT = 20.0
+# Prometheus sends a whole request at once; ten seconds is generous even for a TLS handshake
+# over a bad link, and short enough that a client trickling bytes frees its slot soon.
+HEADER_TIMEOUT = 10.0
+MALFORMED_LOG_INTERVAL = 10.0
+ACCEPT_RETRY_DELAY = 0.5
+# An exporter has a few scrapers; the cap bounds memory (tens of KB per TLS connection) too.
+DEFAULT_MAX_CONNECTIONS = 1024
+# Descriptors kept for everything else: log files, the API client's pool, config reloads.
+RESERVED_DESCRIPTORS = 64
+BACKLOG = 128
+_PATH_CHARS = 100
+_REQUEST_HEAD_BYTES = 256
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}")
+# accept() failures that concern only the connection being accepted.
+_PASSING_ACCEPT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
+
+log = logging.getLogger(__name__)
+_now = time.monotonic
+
+
+def default_max_connections() -> int:
+    """The cap when none is given: below the descriptor limit, so accept() never hits EMFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(1, min(DEFAULT_MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS))
+
+
+def request_line(head: bytes) -> tuple[str, str]:
+    """(method, path) of a request's first bytes, or "-" for what does not look like them.
+
+    Only a token followed by an origin-form target counts, so a header line can never be taken
+    for a request line; the query is dropped (it may carry a token) and the path is cut.
+    """
+    parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
+    if not _TOKEN.fullmatch(parts[0]):
+        return "-", "-"
+    target = parts[1] if len(parts) > 1 else b""
+    if not target.startswith(b"/"):
+        return parts[0].decode("ascii"), "-"
+    path = re.split(rb"[?#]", target, maxsplit=1)[0].decode("ascii", "replace")
+    path = "".join(ch if ch.isprintable() and ch.isascii() else "?" for ch in path)
+    return parts[0].decode("ascii"), path[:_PATH_CHARS]
+
+
+class ConnectionGuard:
+    """The counts of one listener (open, refused, timed out...) and the log lines they cause,
+    each written on a change of state rather than per connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.low_water = limit * 3 // 4  # hysteresis: no log line per freed slot under attack
+        self.open = 0
+        self.refused = 0
+        self.header_timeouts = 0
+        self.handshake_failures = 0
+        self.malformed = 0
+        self.accept_failures = 0
+        self._refused_since_full: int | None = None
+        self._failing: int | None = None
+        self._failed_attempts = 0
+        self._malformed_logged_at: float | None = None
+        self._malformed_left_out = 0
+
+    def admit(self) -> bool:
+        if self.open < self.limit:
+            self.open += 1
+            return True
+        self.refused += 1
+        if self._refused_since_full is None:
+            self._refused_since_full = 0
+            log.warning(
+                "connection limit reached; new connections are closed at once",
+                extra={"limit": self.limit},
+            )
+        self._refused_since_full += 1
+        return False
+
+    def release(self) -> None:
+        self.open -= 1
+        if self._refused_since_full is not None and self.open <= self.low_water:
+            log.info(
+                "below the connection limit again",
+                extra={"open": self.open, "refused": self._refused_since_full},
+            )
+            self._refused_since_full = None
+
+    def accept_failed(self, exc: OSError) -> None:
+        self.accept_failures += 1
+        self._failed_attempts += 1
+        if exc.errno != self._failing:
+            self._failing = exc.errno
+            log.error(
+                "cannot accept connections; retrying",
+                extra={
+                    "err": errno.errorcode.get(exc.errno or 0, type(exc).__name__),
+                    "retry_seconds": ACCEPT_RETRY_DELAY,
+                },
+            )
+
+    def accepted(self) -> None:
+        if self._failing is not None:
+            log.info(
+                "accepting connections again", extra={"failed_attempts": self._failed_attempts}
+            )
+            self._failing = None
+            self._failed_attempts = 0
+
+    def malformed_request(self, head: bytes, problem: str) -> None:
+        self.malformed += 1
+        now = _now()
+        logged_at = self._malformed_logged_at
+        if logged_at is not None and now - logged_at < MALFORMED_LOG_INTERVAL:
+            self._malformed_left_out += 1
+            return
+        method, path = request_line(head)
+        log.debug(
+            "malformed request",
+            extra={
+                "method": method,
+                "path": path,
+                "problem": problem,
+                "left_out": self._malformed_left_out,
+            },
+        )
+        self._malformed_logged_at = now
+        self._malformed_left_out = 0
+
+
+class _Slot:
+    """One connection's place under the cap, given back exactly once."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard: ConnectionGuard | None = guard
+
+    def release(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.release()
+
+
+class _Connection(RequestHandler):
+    """aiohttp's HTTP/1.1 protocol with a header deadline and quiet handling of bad requests."""
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        guard: ConnectionGuard,
+        slot: _Slot,
+        header_deadline: float,
+        header_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._slot = slot
+        self._header_timeout = header_timeout
+        self._first_deadline = header_deadline
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._deadline = self._loop.call_at(self._first_deadline, self._header_deadline)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+        self._slot.release()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self._waiting_for_request():
+            # The first bytes of the next request on a kept-alive connection.
+            self._deadline = self._loop.call_later(self._header_timeout, self._header_deadline)
+            self._head = b""
+        if len(self._head) < _REQUEST_HEAD_BYTES:
+            self._head += data[: _REQUEST_HEAD_BYTES - len(self._head)]
+        super().data_received(data)
+        if self._messages:  # complete headers (or a parse error) arrived: the deadline is met
+            self._disarm()
+
+    def _waiting_for_request(self) -> bool:
+        """True while aiohttp waits for the next request: the same test as its idle close."""
+        return self._waiter is not None and not self._waiter.done()
+
+    def _header_deadline(self) -> None:
+        self._deadline = None
+        if self._waiting_for_request():
+            self._guard.header_timeouts += 1
+            self.force_close()
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        # aiohttp would log the offending bytes at error and echo them in the response.
+        self._guard.malformed_request(self._head, type(exc).__name__)
+        response = web.Response(status=status, text=f"{status}: malformed request\n")
+        response.force_close()
+        return response
+
+
+def _bind(host: str | None, port: int) -> list[socket.socket]:
+    """Listening sockets for every address of ``host`` (None or "": all interfaces).
+
+    Like asyncio's ``create_server``: IPv6 sockets are IPv6-only, families the system cannot
+    create are skipped. A bind failure raises its OSError unchanged.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(errno.EAFNOSUPPORT, f"no usable address for {host or '*'}:{port}")
+    return sockets
+
+
+class Listener:
+    """A running server: where it listens and what its guards have counted so far."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        server: web.Server,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None,
+        header_timeout: float,
+    ) -> None:
+        self.addresses: list[Any] = [sock.getsockname() for sock in sockets]
+        host, port = self.addresses[0][:2]
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        self.guard = guard
+        self._sockets = sockets
+        self._server = server
+        # The same arguments aiohttp's Server gives the protocols it makes.
+        self._handler_kwargs: dict[str, Any] = server._kwargs
+        self._ssl_context = ssl_context
+        self._header_timeout = header_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        for sock in self._sockets:
+            self._spawn(self._accept(sock))
+
+    async def stop(self) -> None:
+        """Stop accepting and drop connections still in their TLS handshake; idempotent."""
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in self._sockets:
+            sock.close()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno in _PASSING_ACCEPT_ERRORS:
+                    continue
+                self.guard.accept_failed(exc)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            self.guard.accepted()
+            if not self.guard.admit():
+                conn.close()
+                continue
+            self._spawn(self._connect(conn, loop.time() + self._header_timeout))
+
+    async def _connect(self, conn: socket.socket, header_deadline: float) -> None:
+        """Hand the socket to aiohttp, after the TLS handshake when there is TLS."""
+        loop = asyncio.get_running_loop()
+        slot = _Slot(self.guard)
+
+        def protocol() -> _Connection:
+            return _Connection(
+                self._server,
+                loop=loop,
+                guard=self.guard,
+                slot=slot,
+                header_deadline=header_deadline,
+                header_timeout=self._header_timeout,
+                **self._handler_kwargs,
+            )
+
+        tls = self._ssl_context
+        try:
+            await loop.connect_accepted_socket(
+                protocol,
+                conn,
+                ssl=tls,
+                ssl_handshake_timeout=max(0.001, header_deadline - loop.time()) if tls else None,
+            )
+        except Exception:  # a failed or timed-out handshake, or a client already gone
+            self.guard.handshake_failures += 1
+            slot.release()
+            conn.close()
+        except asyncio.CancelledError:
+            slot.release()
+            conn.close()
+            raise
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application,
+    host: str | None,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    max_connections: int | None = None,
+    access_log: logging.Logger | None = None,
+    idle_timeout: float = IDLE_TIMEOUT,
+    header_timeout: float = HEADER_TIMEOUT,
+) -> AsyncIterator[Listener]:
+    """Serve ``app`` on ``host:port`` until the block ends; a bind failure raises OSError.
+
+    ``max_connections`` defaults to :func:`default_max_connections`; ``access_log`` None means
+    no access log.
+    """
+    sockets = _bind(host, port)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=access_log, keepalive_timeout=idle_timeout
+    )
+    listener: Listener | None = None
+    try:
+        await runner.setup()
+        assert runner.server is not None
+        guard = ConnectionGuard(max_connections or default_max_connections())
+        listener = Listener(sockets, runner.server, guard, ssl_context, header_timeout)
+        listener.start()
+        yield listener
+    finally:
+        if listener is not None:
+            await listener.stop()
+        for sock in sockets:
+            sock.close()
+        await runner.cleanup()
