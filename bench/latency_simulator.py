@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,8 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.service import stop_on_signals
 from exporter.simulator import SimClock, build_app
 from exporter.simulator.cohere import CohereWorld
+from exporter.web.listener import listening
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,18 +70,10 @@ def build_latency_app(world: CohereWorld, latency_ms: float) -> web.Application:
 
 
 async def serve(host: str, port: int, app: web.Application) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    try:
-        await web.TCPSite(runner, host, port).start()
+    stop_on_signals(stop)
+    async with listening(app, host, port):
         await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,13 +13,13 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Literal
 
-from aiohttp import web
 from pydantic import SecretStr
 
 from exporter.service import serve
 from exporter.settings import PROVIDERS, Settings
 from exporter.simulator import FaultInjector, Scenario, SimClock, build_app, new_world
 from exporter.simulator.providers import AnyWorld
+from exporter.web.listener import listening
 
 log = logging.getLogger(__name__)
 NEW_RUN_SECONDS = 45.0
@@ -38,13 +38,8 @@ async def keep_runs_coming(provider: str, world: AnyWorld) -> None:
 @contextlib.asynccontextmanager
 async def simulated(world: AnyWorld, faults: FaultInjector | None) -> AsyncIterator[int]:
     """Serve ``world`` on a free loopback port for as long as the block runs."""
-    runner = web.AppRunner(build_app(world, faults), handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
+    async with listening(build_app(world, faults), "127.0.0.1", 0) as listener:
+        yield int(listener.addresses[0][1])
 
 
 async def demo(

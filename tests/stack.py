@@ -22,6 +22,7 @@ from exporter.simulator import FaultInjector, Scenario, SimClock, build_app, new
 from exporter.simulator.cohere import CohereWorld
 from exporter.simulator.providers import AnyWorld
 from exporter.upstream.client import RetryPolicy
+from exporter.web.listener import Listener, listening
 
 API_KEY = "sk-sim-5e3b9c1d7a2f4e6b8c0d"
 StepOrder = Literal["newest-first", "oldest-first"]
@@ -47,7 +48,7 @@ class Simulated:
     world: AnyWorld
     faults: FaultInjector
     url: str
-    runner: web.AppRunner
+    serving: contextlib.AsyncExitStack  # closing it shuts the simulated API down
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Stack:
     async def stop_simulator(self, provider: str | None = None) -> None:
         """Close a simulated API's socket: later connections are refused."""
         name = provider or next(iter(self.sims))
-        await self.sims[name].runner.cleanup()
+        await self.sims[name].serving.aclose()
 
     async def scrape(self, path: str = "/metrics", **headers: str) -> aiohttp.ClientResponse:
         response = await self.http.get(self.exporter_url + path, headers=headers)
@@ -125,23 +126,11 @@ def same_value(a: float | None, b: float | None) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-@dataclass
-class Served:
-    url: str
-    runner: web.AppRunner
-
-
 @contextlib.asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[Served]:
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield Served(f"http://{host}:{port}", runner)
-    finally:
-        await runner.cleanup()
+async def serve_app(app: web.Application) -> AsyncIterator[Listener]:
+    """``app`` on a free loopback port, through the exporter's one way of listening."""
+    async with listening(app, "127.0.0.1", 0) as listener:
+        yield listener
 
 
 @contextlib.asynccontextmanager
@@ -178,8 +167,9 @@ async def simulated_stack(
         sims: dict[str, Simulated] = {}
         for name, made in worlds.items():
             faults = FaultInjector(seed=seed)
-            served = await stack.enter_async_context(serve_app(build_app(made, faults)))
-            sims[name] = Simulated(made, faults, served.url, served.runner)
+            serving = await stack.enter_async_context(contextlib.AsyncExitStack())
+            served = await serving.enter_async_context(serve_app(build_app(made, faults)))
+            sims[name] = Simulated(made, faults, served.url, serving)
         access: dict[str, Any] = {"cohere_client_name": "integration-tests"}
         for name, sim in sims.items():
             access[f"{name}_api_url"] = sim.url

@@ -68,15 +68,11 @@ async def run_simulator(
     host: str, port: int, world: AnyWorld, faults: FaultInjector | None = None
 ) -> None:
     """Serve ``world`` (with ``faults``, if given) on ``host:port`` until cancelled."""
-    runner = web.AppRunner(build_app(world, faults), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+    from exporter.web.listener import listening  # the exporter's one way of listening
+
+    async with listening(build_app(world, faults), host, port):
         log.info("simulated %s API listening on http://%s:%d", _name(world), host, port)
         await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
 def _name(world: AnyWorld) -> str:
