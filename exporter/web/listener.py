@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import re
 import resource
 import socket
 import ssl
@@ -36,6 +35,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from exporter.web.guard import ACCEPT_RETRY_DELAY, ConnectionGuard, Slot
+
 # Between the common scrape intervals: 5-15 s scrapers keep reusing their connection, 30 s and
 # 1 m ones reconnect each time (one handshake, cheap), and no common interval lands right on the
 # boundary where the server's close would race the next request.
@@ -43,16 +44,12 @@ IDLE_TIMEOUT = 20.0
 # Prometheus sends a whole request at once; ten seconds is generous even for a TLS handshake
 # over a bad link, and short enough that a client trickling bytes frees its slot soon.
 HEADER_TIMEOUT = 10.0
-MALFORMED_LOG_INTERVAL = 10.0
-ACCEPT_RETRY_DELAY = 0.5
 # An exporter has a few scrapers; the cap bounds memory (tens of KB per TLS connection) too.
 DEFAULT_MAX_CONNECTIONS = 1024
 # Descriptors kept for everything else: log files, the API client's pool, config reloads.
 RESERVED_DESCRIPTORS = 64
 BACKLOG = 128
-_PATH_CHARS = 100
 _REQUEST_HEAD_BYTES = 256
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}")
 # accept() failures that concern only the connection being accepted.
 _PASSING_ACCEPT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 
@@ -68,119 +65,6 @@ def default_max_connections() -> int:
     return max(1, min(DEFAULT_MAX_CONNECTIONS, soft - RESERVED_DESCRIPTORS))
 
 
-def request_line(head: bytes) -> tuple[str, str]:
-    """(method, path) of a request's first bytes, or "-" for what does not look like them.
-
-    Only a token followed by an origin-form target counts, so a header line can never be taken
-    for a request line; the query is dropped (it may carry a token) and the path is cut.
-    """
-    parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
-    if not _TOKEN.fullmatch(parts[0]):
-        return "-", "-"
-    target = parts[1] if len(parts) > 1 else b""
-    if not target.startswith(b"/"):
-        return parts[0].decode("ascii"), "-"
-    path = re.split(rb"[?#]", target, maxsplit=1)[0].decode("ascii", "replace")
-    path = "".join(ch if ch.isprintable() and ch.isascii() else "?" for ch in path)
-    return parts[0].decode("ascii"), path[:_PATH_CHARS]
-
-
-class ConnectionGuard:
-    """The counts of one listener (open, refused, timed out...) and the log lines they cause,
-    each written on a change of state rather than per connection."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.low_water = limit * 3 // 4  # hysteresis: no log line per freed slot under attack
-        self.open = 0
-        self.refused = 0
-        self.header_timeouts = 0
-        self.handshake_failures = 0
-        self.malformed = 0
-        self.accept_failures = 0
-        self._refused_since_full: int | None = None
-        self._failing: int | None = None
-        self._failed_attempts = 0
-        self._malformed_logged_at: float | None = None
-        self._malformed_left_out = 0
-
-    def admit(self) -> bool:
-        if self.open < self.limit:
-            self.open += 1
-            return True
-        self.refused += 1
-        if self._refused_since_full is None:
-            self._refused_since_full = 0
-            log.warning(
-                "connection limit reached; new connections are closed at once",
-                extra={"limit": self.limit},
-            )
-        self._refused_since_full += 1
-        return False
-
-    def release(self) -> None:
-        self.open -= 1
-        if self._refused_since_full is not None and self.open <= self.low_water:
-            log.info(
-                "below the connection limit again",
-                extra={"open": self.open, "refused": self._refused_since_full},
-            )
-            self._refused_since_full = None
-
-    def accept_failed(self, exc: OSError) -> None:
-        self.accept_failures += 1
-        self._failed_attempts += 1
-        if exc.errno != self._failing:
-            self._failing = exc.errno
-            log.error(
-                "cannot accept connections; retrying",
-                extra={
-                    "err": errno.errorcode.get(exc.errno or 0, type(exc).__name__),
-                    "retry_seconds": ACCEPT_RETRY_DELAY,
-                },
-            )
-
-    def accepted(self) -> None:
-        if self._failing is not None:
-            log.info(
-                "accepting connections again", extra={"failed_attempts": self._failed_attempts}
-            )
-            self._failing = None
-            self._failed_attempts = 0
-
-    def malformed_request(self, head: bytes, problem: str) -> None:
-        self.malformed += 1
-        now = _now()
-        logged_at = self._malformed_logged_at
-        if logged_at is not None and now - logged_at < MALFORMED_LOG_INTERVAL:
-            self._malformed_left_out += 1
-            return
-        method, path = request_line(head)
-        log.debug(
-            "malformed request",
-            extra={
-                "method": method,
-                "path": path,
-                "problem": problem,
-                "left_out": self._malformed_left_out,
-            },
-        )
-        self._malformed_logged_at = now
-        self._malformed_left_out = 0
-
-
-class _Slot:
-    """One connection's place under the cap, given back exactly once."""
-
-    def __init__(self, guard: ConnectionGuard) -> None:
-        self._guard: ConnectionGuard | None = guard
-
-    def release(self) -> None:
-        guard, self._guard = self._guard, None
-        if guard is not None:
-            guard.release()
-
-
 class _Connection(RequestHandler):
     """aiohttp's HTTP/1.1 protocol with a header deadline and quiet handling of bad requests."""
 
@@ -189,7 +73,7 @@ class _Connection(RequestHandler):
         manager: web.Server,
         *,
         guard: ConnectionGuard,
-        slot: _Slot,
+        slot: Slot,
         header_deadline: float,
         header_timeout: float,
         **kwargs: Any,
@@ -345,7 +229,7 @@ class Listener:
     async def _connect(self, conn: socket.socket, header_deadline: float) -> None:
         """Hand the socket to aiohttp, after the TLS handshake when there is TLS."""
         loop = asyncio.get_running_loop()
-        slot = _Slot(self.guard)
+        slot = Slot(self.guard)
 
         def protocol() -> _Connection:
             return _Connection(

@@ -17,8 +17,9 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from exporter.web import listener as listener_module
-from exporter.web.listener import Listener, listening, request_line
+from exporter.web import guard as guard_module
+from exporter.web.guard import request_line
+from exporter.web.listener import Listener, listening
 from tests.listener_support import closed_within, connect, get, wait_until
 from tests.webconfig_support import make_pki
 
@@ -213,14 +214,14 @@ async def test_malformed_requests_are_logged_rarely_and_without_header_values(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(listener_module, "_now", lambda: clock[0])
+    monkeypatch.setattr(guard_module, "_now", lambda: clock[0])
     caplog.set_level(logging.DEBUG)
     async with serving() as listener:
         for data in MALFORMED:
             answer = await send_raw(listener.url, data)
             assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
             assert SECRET not in answer
-        clock[0] += listener_module.MALFORMED_LOG_INTERVAL
+        clock[0] += guard_module.MALFORMED_LOG_INTERVAL
         await send_raw(listener.url, MALFORMED[-1])
         assert listener.guard.malformed == len(MALFORMED) + 1
     for record in caplog.records:
