@@ -26,7 +26,6 @@ import logging
 import resource
 import socket
 import ssl
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,7 +53,6 @@ _REQUEST_HEAD_BYTES = 256
 _PASSING_ACCEPT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 
 log = logging.getLogger(__name__)
-_now = time.monotonic
 
 
 def default_max_connections() -> int:
