@@ -40,7 +40,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.exposition import GZIP_LEVEL, Format, negotiate
+from exporter.encoding import Format
+from exporter.exposition import GZIP_LEVEL, negotiate
 
 #: The exporter's answer to a client that sends no ``Accept`` header.
 TEXT_CONTENT_TYPE = negotiate("")[1]

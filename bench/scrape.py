@@ -33,7 +33,8 @@ from harness import (
 from plan import Plan
 from wrk import WrkResult, fmt_ms, run_wrk
 
-from exporter.exposition import FORMATS, PROMETHEUS_3_ACCEPT, Format
+from exporter.encoding import FORMATS, Format
+from exporter.exposition import PROMETHEUS_3_ACCEPT
 
 SERVERS = ("exporter", "client_python", "static")
 #: What a client of each format sends: nothing for the classic text format (the exporter's

@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from prometheus_client.utils import floatToGoString
-
 from exporter import contract as c
+from exporter import encoding
 from exporter.core.discovery import Discovery
 from exporter.core.provider import Provider, Run, StepRecord
 from exporter.core.tracker import trimmed
@@ -190,7 +189,7 @@ def write_openmetrics(histories: Sequence[RunHistory], out: TextIO) -> int:
                 if h.provider in sources
             ),
         )
-    out.write("# EOF\n")
+    out.write(encoding.EOF.decode())
     return samples
 
 
@@ -206,47 +205,31 @@ Series = Iterable[tuple[str, Iterable[tuple[int, str]]]]
 
 def _write_family(out: TextIO, family: c.Family, help_text: str, series: Series) -> int:
     """HELP and TYPE once, then every series in turn; nothing at all for a family without data."""
-    suffix = "_info" if family.type == "info" else ""
     count = 0
     for labels, points in series:
-        lines = [
-            f"{family.name}{suffix}{{{labels}}} {value} {_seconds(ms)}\n" for ms, value in points
-        ]
+        lines = [f"{family.sample}{labels} {value} {_seconds(ms)}\n" for ms, value in points]
         if not lines:
             continue
         if count == 0:
-            out.write(f"# HELP {family.name} {_escape(help_text)}\n")
-            out.write(f"# TYPE {family.name} {family.type}\n")
+            out.write(encoding.header(family, help_text, "openmetrics"))
         out.write("".join(lines))
         count += len(lines)
     return count
 
 
-def _label_text(pairs: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f'{key}="{_escape(value)}"' for key, value in pairs)
-
-
 def _run_labels(history: RunHistory) -> str:
     values = c.run_label_values(history.provider, history.run.id)
-    return _label_text(zip(c.RUN_LABELS, values, strict=True))
+    return encoding.labels(zip(c.RUN_LABELS, values, strict=True))
 
 
 def _info_labels(history: RunHistory) -> str:
     run = history.run
     values = c.run_label_values(history.provider, run.id)
     extra = {"name": run.name, "base_model": run.base_model, **run.labels}
-    return _label_text([*zip(c.RUN_LABELS, values, strict=True), *extra.items()])
+    return encoding.labels([*zip(c.RUN_LABELS, values, strict=True), *extra.items()])
 
 
-def _escape(text: str) -> str:
-    """OpenMetrics escaping of label values and HELP text: backslash, newline, double quote."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _value(value: float) -> str:
-    """An OpenMetrics number, formatted as prometheus_client formats the live exposition."""
-    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
-    return text
+_value = encoding.number
 
 
 def _seconds(ms: int) -> str:

@@ -1,32 +1,32 @@
 """``/metrics`` bodies encoded once per snapshot, in every format, before a scrape asks.
 
-Run data changes only when a snapshot is published, yet encoding 10,000 runs costs hundreds of
-milliseconds; so publishing encodes the snapshot part in both formats Prometheus asks for
-(text and OpenMetrics, each plain and gzipped) in a worker thread, and a scrape is a lookup.
+Run data changes only when a snapshot is published; so publishing encodes the snapshot part
+(``exporter.families``, written straight to text) in both formats Prometheus asks for (text
+and OpenMetrics, each plain and gzipped) in a worker thread, and a scrape is a lookup. The two
+plain bodies share their sample bytes; only the family headers differ.
 Every name the exporter writes is a legal classic Prometheus name, so the ``escaping`` that an
 ``Accept`` header may ask for never changes the bytes: the cache key is the format alone.
 
 The small live part (request counters, budget, process metrics) is encoded at most once per
 ``live_ttl`` (one second): fresher than any scrape interval, yet a burst of scrapers gets the
-same bytes. Text bodies are the two parts back to back; OpenMetrics bodies drop the first
-part's ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows and
+same bytes. A body is the run part's chunks and then the live part, whose OpenMetrics form
+brings the one ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows and
 every decoder used by Prometheus reads as one stream.
 """
 
 from __future__ import annotations
 
-import gzip
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
-from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collectors import registry_for
 from exporter.core.snapshot import Snapshot
+from exporter.encoding import FORMATS, Format, chunks
+from exporter.families import blocks_for
 
 #: What Prometheus 3 sends by default: OpenMetrics first, so this is the format to have ready.
 PROMETHEUS_3_ACCEPT = (
@@ -36,36 +36,36 @@ PROMETHEUS_3_ACCEPT = (
     "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 )
 GZIP_LEVEL = 6
-OPENMETRICS_EOF = b"# EOF\n"
 LIVE_TTL_SECONDS = 1.0
-Format = Literal["text", "openmetrics"]
-FORMATS: tuple[Format, ...] = ("text", "openmetrics")
 
 
-def openmetrics_bytes(registry: CollectorRegistry) -> bytes:
-    encoded: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
-    return encoded
+def gzipped(chunks: Iterable[bytes]) -> bytes:
+    """One gzip member of the chunks, compressed as they come (no joined copy of the body)."""
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    out = [packer.compress(chunk) for chunk in chunks]
+    out.append(packer.flush())
+    return b"".join(out)
 
 
 @dataclass(frozen=True)
 class EncodedSnapshot:
-    """One snapshot's run part in every format and encoding a scrape may ask for."""
+    """One snapshot's run part in every format a scrape may ask for.
+
+    The plain bodies are chunks, each family's header followed by its sample bytes, which the
+    two formats share; the gzipped bodies are one member each.
+    """
 
     version: int
-    bodies: dict[tuple[Format, bool], bytes]
+    plain: dict[Format, tuple[bytes, ...]]
+    zipped: dict[Format, bytes]
 
     @staticmethod
     def of(snapshot: Snapshot) -> EncodedSnapshot:
-        registry = registry_for(snapshot)
-        plain = {
-            "text": generate_latest(registry),
-            "openmetrics": openmetrics_bytes(registry).removesuffix(OPENMETRICS_EOF),
-        }
-        bodies: dict[tuple[Format, bool], bytes] = {}
-        for fmt in FORMATS:
-            bodies[(fmt, False)] = plain[fmt]
-            bodies[(fmt, True)] = gzip.compress(plain[fmt], compresslevel=GZIP_LEVEL)
-        return EncodedSnapshot(snapshot.version, bodies)
+        families = blocks_for(snapshot)
+        plain = {fmt: tuple(chunks(families, fmt)) for fmt in FORMATS}
+        return EncodedSnapshot(
+            snapshot.version, plain, {fmt: gzipped(plain[fmt]) for fmt in FORMATS}
+        )
 
 
 @dataclass
@@ -74,7 +74,7 @@ class _Live:
 
     version: int
     rendered_at: float
-    parts: tuple[bytes, bytes]
+    parts: tuple[bytes, ...]
 
 
 def negotiate(accept: str) -> tuple[Format, str, Callable[[CollectorRegistry], bytes]]:
@@ -111,7 +111,7 @@ class ExpositionCache:
         parts, content_type = self.parts(accept, use_gzip)
         return b"".join(parts), content_type
 
-    def parts(self, accept: str, use_gzip: bool) -> tuple[tuple[bytes, bytes], str]:
+    def parts(self, accept: str, use_gzip: bool) -> tuple[tuple[bytes, ...], str]:
         """The body as the prepared run part and the live part, never joined into a copy,
         and its content type, for a client's ``Accept``, gzipped or not."""
         fmt, content_type, encoder = negotiate(accept)
@@ -127,7 +127,8 @@ class ExpositionCache:
         live = encoder(self.live_registry)
         self.live_renders += 1
         if use_gzip:
-            live = gzip.compress(live, compresslevel=GZIP_LEVEL)
-        parts = (encoded.bodies[(fmt, use_gzip)], live)
+            parts: tuple[bytes, ...] = (encoded.zipped[fmt], gzipped([live]))
+        else:
+            parts = (*encoded.plain[fmt], live)
         self._live[(fmt, use_gzip)] = _Live(encoded.version, now, parts)
         return parts, content_type

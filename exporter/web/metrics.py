@@ -64,7 +64,7 @@ class MetricsEndpoint:
     async def _stream(
         self,
         request: web.Request,
-        parts: tuple[bytes, bytes],
+        parts: tuple[bytes, ...],
         headers: dict[str, str],
         length: int,
     ) -> web.StreamResponse:

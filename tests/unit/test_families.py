@@ -1,17 +1,17 @@
-"""The exposition produced from hand-built snapshots."""
+"""The exposition written from hand-built snapshots."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter import __version__
-from exporter.collectors import registry_for
 from exporter.contract import step_family_name
+from exporter.core.snapshot import Snapshot
+from exporter.encoding import EOF, Format, chunks
+from exporter.families import blocks_for
 from tests.promtool import promtool_check_metrics
 from tests.snapshots import cohere_view, snapshot_of, step, together_view
 
@@ -47,6 +47,11 @@ TOGETHER = together_view(
 )
 
 
+def render(snapshot: Snapshot, fmt: Format = "text") -> str:
+    body = b"".join(chunks(blocks_for(snapshot), fmt))
+    return (body + EOF if fmt == "openmetrics" else body).decode()
+
+
 def line(family: str, value: str, /, **labels: str) -> str:
     """A sample line as prometheus_client writes it: labels in sorted order."""
     text = ",".join(f'{key}="{labels[key]}"' for key in sorted(labels))
@@ -55,7 +60,7 @@ def line(family: str, value: str, /, **labels: str) -> str:
 
 def test_exposition_of_a_hand_built_snapshot() -> None:
     snapshot = snapshot_of(CHAT, QUEUED, TOGETHER, up=True, poll_duration=0.25)
-    text = generate_latest(registry_for(snapshot)).decode()
+    text = render(snapshot)
     chat = {"provider": "cohere", "finetune_id": CHAT.id}
     queued = {"provider": "cohere", "finetune_id": "q-1"}
     job = {"provider": "together", "finetune_id": TOGETHER.id}
@@ -124,7 +129,7 @@ def test_exposition_of_a_hand_built_snapshot() -> None:
 def test_non_finite_values_pass_through() -> None:
     newest = step(3, None, {"cross_entropy": math.nan, "loss": math.inf, "delta": -math.inf})
     model = cohere_view("m", "m", "STATUS_FINETUNING", newest_step=newest, up=True)
-    text = generate_latest(registry_for(snapshot_of(model))).decode()
+    text = render(snapshot_of(model))
     assert 'finetune_step_cross_entropy{finetune_id="m",provider="cohere"} NaN' in text
     assert 'finetune_step_loss{finetune_id="m",provider="cohere"} +Inf' in text
     assert 'finetune_step_delta{finetune_id="m",provider="cohere"} -Inf' in text
@@ -170,8 +175,8 @@ def test_hostile_names_make_a_valid_exposition() -> None:
         newest_step=step(1, 1.0, metrics),
         up=True,
     )
-    registry = registry_for(snapshot_of(model, up=True))
-    text = generate_latest(registry).decode()
+    snapshot = snapshot_of(model, up=True)
+    text = render(snapshot)
     assert 'finetune_step_a_b{finetune_id="m-1",provider="cohere"} 6.0' in text
     assert 'name="evil \\"name\\"\\\\ with\\nnewline — ünïcode"' in text
     assert 'status="STATUS_SOMETHING_NEW"} 1.0' in text
@@ -179,21 +184,20 @@ def test_hostile_names_make_a_valid_exposition() -> None:
     # Single-letter parts of user-chosen names trip promtool's style lint (units such as "b" or
     # "m"); anything else, a parse error above all, would be ours.
     assert [c for c in complaints if not c.endswith("should not contain abbreviated units")] == []
-    rendered = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
+    rendered = render(snapshot, "openmetrics")
     families = list(text_string_to_metric_families(rendered))  # type: ignore[no-untyped-call]
     assert {f.name for f in families} >= {"finetune_run", "finetune_step_number"}
 
 
 def test_a_model_that_leaves_the_snapshot_leaves_the_exposition() -> None:
-    assert CHAT.id in generate_latest(registry_for(snapshot_of(CHAT, QUEUED))).decode()
-    after = generate_latest(registry_for(snapshot_of(QUEUED))).decode()
+    assert CHAT.id in render(snapshot_of(CHAT, QUEUED))
+    after = render(snapshot_of(QUEUED))
     assert CHAT.id not in after
     assert "q-1" in after
 
 
 def test_openmetrics_rendering() -> None:
-    registry = registry_for(snapshot_of(CHAT, up=True, poll_duration=0.1))
-    text = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
+    text = render(snapshot_of(CHAT, up=True, poll_duration=0.1), "openmetrics")
     assert text.endswith("# EOF\n")
     assert "# TYPE finetune_run info" in text
     parsed = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
