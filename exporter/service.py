@@ -94,6 +94,9 @@ class Exporter:
             lambda: self.hub.snapshot,
             telemetry_path=settings.web_telemetry_path,
             middlewares=(auth_middleware(lambda: self.web_config.current),),
+            budgets=self.budgets,
+            finished_runs=settings.ui_finished_runs,
+            refresh_seconds=settings.poll_interval,
         )
 
     @property

@@ -87,7 +87,7 @@ def test_demo_shows_several_models_within_seconds(tmp_path: Path) -> None:
         wait_for(several, 10, "step metrics of three models on /metrics")
         status, page = fetch(url + "/")
         assert status == 200
-        assert "Polled models" in page
+        assert "<title>Fine-tuning runs</title>" in page
         assert stop(demo) == 0
 
 
