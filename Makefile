@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit integration bench bench-quick clean
+.PHONY: demo test lint typecheck unit integration browser screenshots bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ unit: $(BIN)/.installed
 
 integration: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/integration
+
+browser: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/browser
+
+# The README's picture of the status page: the browser test writes every width and scheme under
+# test-output/, and the light laptop-width page is the one the README shows.
+screenshots: $(BIN)/.installed
+	rm -f test-output/status-page-light-1280.png
+	$(BIN)/python -m pytest tests/browser -q -k test_screenshots
+	mkdir -p docs
+	cp test-output/status-page-light-1280.png docs/status-page.png
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
