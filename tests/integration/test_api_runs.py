@@ -18,7 +18,7 @@ from exporter.providers.together.provider import PHASES as TOGETHER_PHASES
 from exporter.simulator import load_scenario
 from exporter.web.api import RunsDocument
 from tests.stack import Stack, simulated_stack
-from tests.unit.test_webconfig import ALICE_HASH, ALICE_PASSWORD, basic
+from tests.webconfig_support import ALICE_HASH, ALICE_PASSWORD, basic
 
 pytestmark = pytest.mark.integration
 PHASES = {"cohere": COHERE_PHASES, "together": TOGETHER_PHASES}
