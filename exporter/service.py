@@ -85,6 +85,7 @@ class Exporter:
                 requests_per_minute=self.budgets[name].per_minute,
                 problems=problems,
                 publish=self.hub.publish,
+                prepare_seconds=lambda: self.hub.prepare_seconds,
                 state=state,
                 monotonic=monotonic,
             )

@@ -9,6 +9,7 @@ at once cannot publish an older join over a newer one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 from exporter.core.snapshot import ProviderPart, Snapshot
@@ -24,11 +25,14 @@ class SnapshotHub:
         self._prepare = prepare
         self._lock = asyncio.Lock()
         self.snapshot = Snapshot.join(list(self._parts.values()), 0)
+        self.prepare_seconds = 0.0  # how long the last publication took to prepare
         prepare(self.snapshot)
 
     async def publish(self, part: ProviderPart) -> None:
         async with self._lock:
             self._parts[part.name] = part
             snapshot = Snapshot.join(list(self._parts.values()), self.snapshot.version + 1)
+            started = time.monotonic()
             await asyncio.to_thread(self._prepare, snapshot)
+            self.prepare_seconds = time.monotonic() - started
             self.snapshot = snapshot

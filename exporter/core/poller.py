@@ -46,6 +46,7 @@ class Poller:
         requests_per_minute: int,
         problems: ProblemLog,
         publish: Publish,
+        prepare_seconds: Callable[[], float] = lambda: 0.0,
         state: StateStore | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -53,6 +54,7 @@ class Poller:
         self.provider, self.discovery, self.book = provider, discovery, book
         self._settings, self._per_minute = settings, requests_per_minute
         self._problems, self._publish, self._state = problems, publish, state
+        self._prepare_seconds = prepare_seconds
         self._monotonic, self._wall = monotonic, wall_clock
         self._discovered_at: float | None = None
         self._up, self._ready = False, False
@@ -85,7 +87,7 @@ class Poller:
         due = self.book.due(started, self._settings.poll_final_refresh_interval)
         work = asyncio.ensure_future(bounded(self._poll, due, self._settings.poll_concurrency))
         try:
-            while not (await asyncio.wait({work}, timeout=PROGRESS_SECONDS))[0]:
+            while not (await asyncio.wait({work}, timeout=self._progress_interval()))[0]:
                 await self._publish_part(started)  # a long cycle shows what it has so far
         finally:
             work.cancel()
@@ -95,6 +97,9 @@ class Poller:
             self._state.save(self.provider.name, self.book.saved())
         self._ready, self._finished_at = True, self._wall()
         await self._publish_part(started)
+
+    def _progress_interval(self) -> float:
+        return progress_interval(self._prepare_seconds())
 
     async def _publish_part(self, started: float) -> None:
         part = ProviderPart(
@@ -126,7 +131,7 @@ class Poller:
         try:
             steps = await self.provider.steps_after(tracker.run, tracker.position, tracker.cursor)
         except ApiError as exc:
-            tracker.up = False
+            tracker.lost()
             self.book.report(tracker.run.id, exc.describe())
             return exc
         self.dropped["metric_names"] += tracker.absorb(steps)
@@ -156,3 +161,10 @@ class Poller:
         self._up = self._discovered_at is not None and any(
             not isinstance(o, ApiTransportError) for o in outcomes
         )
+
+
+def progress_interval(prepare_seconds: float) -> float:
+    """How often a long cycle publishes what it has: every few seconds, but never so often that
+    preparing the publications (encoding thousands of runs) takes more than a tenth of the time.
+    """
+    return max(PROGRESS_SECONDS, 10 * prepare_seconds)

@@ -53,8 +53,7 @@ class RunBook:
             self._track(run)
         for run_id, error in found.missing.items():
             tracker = self._track(Run(id=run_id), fresh=False)
-            tracker.missing = True
-            tracker.up = False
+            tracker.lost(missing=True)
             self.report(run_id, error.describe())
         for run_id, error in found.failures.items():
             self._problems.report(

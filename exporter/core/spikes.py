@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter, deque
+from array import array
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exporter.settings import Settings
 
@@ -33,22 +33,51 @@ class SpikeRule:
         return cls(settings.spike_metrics, settings.spike_factor, settings.spike_window)
 
 
-@dataclass
+class MetricWindow:
+    """One metric's last ``window`` finite values (float64, an array, not a deque: a run holds
+    one per loss-like metric, so 10,000 runs hold tens of thousands) and its two counts."""
+
+    __slots__ = ("nonfinite", "outliers", "values")
+
+    def __init__(self) -> None:
+        self.values: array[float] = array("d")
+        self.outliers = 0
+        self.nonfinite = 0
+
+    def add(self, value: float, window: int) -> None:
+        self.values.append(value)
+        if len(self.values) > window:
+            del self.values[0]
+
+
 class SpikeTracker:
     """Per-run memory: recent finite values of each loss-like metric, and the counts."""
 
-    rule: SpikeRule
-    history: dict[str, deque[float]] = field(default_factory=dict)
-    outliers: Counter[str] = field(default_factory=Counter)
-    nonfinite: Counter[str] = field(default_factory=Counter)
-    processed: int = 0
+    __slots__ = ("processed", "rule", "windows")
 
-    def _history(self, metric: str) -> deque[float]:
-        found = self.history.get(metric)
+    def __init__(self, rule: SpikeRule) -> None:
+        self.rule = rule
+        self.windows: dict[str, MetricWindow] = {}
+        self.processed = 0
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return {metric: list(w.values) for metric, w in self.windows.items()}
+
+    @property
+    def outliers(self) -> dict[str, int]:
+        return {metric: w.outliers for metric, w in self.windows.items()}
+
+    @property
+    def nonfinite(self) -> dict[str, int]:
+        return {metric: w.nonfinite for metric, w in self.windows.items()}
+
+    def _window(self, metric: str) -> MetricWindow:
+        """A metric's window, created (with both counts at 0, so the series exist before their
+        first increment) when the metric first appears."""
+        found = self.windows.get(metric)
         if found is None:
-            found = self.history[metric] = deque(maxlen=self.rule.window)
-            self.outliers[metric] += 0  # the series exists at 0 before its first increment
-            self.nonfinite[metric] += 0
+            found = self.windows[metric] = MetricWindow()
         return found
 
     def remember(self, metrics: Mapping[str, float]) -> None:
@@ -56,9 +85,9 @@ class SpikeTracker:
         for metric in self.rule.metrics:
             value = metrics.get(metric)
             if value is not None:
-                history = self._history(metric)
+                window = self._window(metric)
                 if math.isfinite(value):
-                    history.append(value)
+                    window.add(value, self.rule.window)
 
     def judge(
         self, metrics: Mapping[str, float], *, new_step: bool = True
@@ -75,17 +104,17 @@ class SpikeTracker:
             value = metrics.get(metric)
             if value is None:
                 continue
-            history = self._history(metric)
+            window = self._window(metric)
             if not math.isfinite(value):
-                self.nonfinite[metric] += 1
+                window.nonfinite += 1
                 nonfinite.append(metric)
                 continue
-            if len(history) >= MIN_HISTORY:
-                median = statistics.median(history)
+            if len(window.values) >= MIN_HISTORY:
+                median = statistics.median(window.values)
                 if median > 0 and value >= self.rule.factor * median:
-                    self.outliers[metric] += 1
+                    window.outliers += 1
                     outliers.append(metric)
-            history.append(value)
+            window.add(value, self.rule.window)
         return outliers, nonfinite
 
     def restore(
@@ -96,9 +125,11 @@ class SpikeTracker:
         processed: int,
     ) -> None:
         """Continue from a saved state: the window's values and the counts so far."""
-        for metric, values in history.items():
-            restored = self._history(metric)
-            restored.extend(v for v in values if math.isfinite(v))
-        self.outliers.update(outliers)
-        self.nonfinite.update(nonfinite)
+        for metric in {*history, *outliers, *nonfinite}:
+            window = self._window(metric)
+            for value in history.get(metric, ()):
+                if math.isfinite(value):
+                    window.add(value, self.rule.window)
+            window.outliers += outliers.get(metric, 0)
+            window.nonfinite += nonfinite.get(metric, 0)
         self.processed = processed

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from exporter.core.history import HistoryBuilder
 from exporter.core.provider import Run, StepRecord
+from exporter.core.shared import frozen
 from exporter.core.snapshot import RunView
 from exporter.core.spikes import SpikeRule, SpikeTracker
 from exporter.core.state import SavedRun
@@ -32,7 +33,12 @@ def trimmed(step: StepRecord, max_metrics: int) -> tuple[StepRecord, int]:
 
 
 class RunTracker:
-    """Mutable per-run state that lives in the poller between cycles (never in a snapshot)."""
+    """Mutable per-run state that lives in the poller between cycles (never in a snapshot).
+
+    Its view is built once per change and reused while nothing changes, so a publication of
+    10,000 runs of which a handful moved builds a handful of views, and consecutive snapshots
+    share the rest.
+    """
 
     def __init__(
         self,
@@ -45,9 +51,8 @@ class RunTracker:
     ) -> None:
         self.run = run
         self.newest: StepRecord | None = None  # the newest step, with each metric's newest value
-        self._latest: dict[str, tuple[int, float]] = {}  # metric → (step, value)
         self.position: int | None = None  # highest step number processed; None until polled
-        self.judged: set[str] = set()  # metrics of the position's step judged so far
+        self.judged: tuple[str, ...] = ()  # metrics of the position's step judged so far
         self.cursor: dict[str, str] = {}
         self.up = False
         self.last_success: float | None = None
@@ -56,18 +61,29 @@ class RunTracker:
         self.spikes = SpikeTracker(rule)
         self.history = HistoryBuilder(rule.metrics) if history else None
         self._max_metrics = max_metrics
+        self._view: RunView | None = None
         if saved is not None:
             self.position = saved.position
-            self.judged = set(saved.judged)
+            self.judged = tuple(saved.judged)
             self.cursor = dict(saved.cursor)
             self.spikes.restore(saved.history, saved.outliers, saved.nonfinite, saved.processed)
 
     def update(self, run: Run) -> None:
         """Take a fresher description; a run that just finished is read once more."""
+        if run == self.run and not self.missing:
+            return
         if self.run.status != run.status and run.is_terminal:
             self.final_read_at = None
         self.run = run
         self.missing = False
+        self._view = None
+
+    def lost(self, *, missing: bool = False) -> None:
+        """The last poll failed (or the API says the run does not exist): down until a good one."""
+        if self.up or (missing and not self.missing):
+            self._view = None
+        self.up = False
+        self.missing = self.missing or missing
 
     def is_due(self, now: float, final_refresh_interval: float) -> bool:
         """Active runs every cycle; finished ones once, then every ``final_refresh_interval``."""
@@ -83,20 +99,18 @@ class RunTracker:
         A value that shows up later for the position's own step (an evaluation logged after
         its training step) is judged then, once; so every (step, metric) is judged exactly
         once. Steps read before the first position is known are history from before this
-        exporter looked: they fill the spike window but are not judged. Returns how many
-        metric names the newest step lost to ``--limits.max-metrics-per-model``.
+        exporter looked: they fill the spike window but are not judged. Each metric keeps its
+        value from the newest step that reported it. Returns how many metric names the newest
+        step lost to ``--limits.max-metrics-per-model``.
         """
         by_number = {s.number: s for s in sorted(steps, key=_step_key)}
         ordered = [by_number[n] for n in sorted(by_number)]
-        if not ordered:
+        position = self.position
+        if not ordered or (position is not None and ordered[-1].number < position):
             return 0
+        self._view = None
         newest = ordered[-1]
-        for step in ordered:
-            for metric, value in step.metrics.items():
-                known = self._latest.get(metric)
-                if known is None or step.number >= known[0]:
-                    self._latest[metric] = (step.number, value)
-        if self.position is None:
+        if position is None:
             for step in ordered[-self.spikes.rule.window :]:
                 self.spikes.remember(step.metrics)
             if self.history is not None:
@@ -104,20 +118,22 @@ class RunTracker:
                     self.history.add(step.number, step.metrics)
         else:
             for step in ordered:
-                if step.number > self.position:
+                if step.number > position:
                     self._judge(step.number, step.metrics, new_step=True)
-                elif step.number == self.position:
+                elif step.number == position:
                     late = {k: v for k, v in step.metrics.items() if k not in self.judged}
                     if late:
                         self._judge(step.number, late, new_step=False)
-                        self.judged.update(late)
-        if self.position is not None and newest.number < self.position:
-            return 0
-        if newest.number != self.position:
-            self.judged = set()
-        self.judged.update(newest.metrics)
+                        self.judged += tuple(late)
+        # Steps below the position are older than every value kept; the rest, in order, are
+        # each metric's newest. A new dict each time: a published view keeps the old one.
+        values = dict(self.newest.metrics) if self.newest is not None else {}
+        for step in ordered:
+            if position is None or step.number >= position:
+                values.update(step.metrics)
+        known = self.judged if newest.number == position else ()
+        self.judged = (*known, *(k for k in newest.metrics if k not in known))
         self.position = newest.number
-        values = {metric: value for metric, (_, value) in self._latest.items()}
         self.newest, dropped = trimmed(
             StepRecord(newest.number, newest.created_at, values), self._max_metrics
         )
@@ -132,23 +148,26 @@ class RunTracker:
     def succeeded(self, wall: float, monotonic: float) -> None:
         self.up = True
         self.last_success = wall
+        self._view = None
         if self.run.is_terminal:
             self.final_read_at = monotonic
 
     def view(self, provider: str) -> RunView:
-        spikes = self.spikes
-        return RunView(
-            provider=provider,
-            run=self.run,
-            newest_step=self.newest,
-            up=self.up,
-            last_success=self.last_success,
-            missing=self.missing,
-            outliers=MappingProxyType(dict(spikes.outliers)),
-            nonfinite=MappingProxyType(dict(spikes.nonfinite)),
-            steps_processed=spikes.processed,
-            history=self.history.history() if self.history is not None else None,
-        )
+        if self._view is None:
+            spikes = self.spikes
+            self._view = RunView(
+                provider=provider,
+                run=self.run,
+                newest_step=self.newest,
+                up=self.up,
+                last_success=self.last_success,
+                missing=self.missing,
+                outliers=frozen(spikes.outliers),
+                nonfinite=frozen(spikes.nonfinite),
+                steps_processed=spikes.processed,
+                history=self.history.history() if self.history is not None else None,
+            )
+        return self._view
 
     def saved(self) -> SavedRun | None:
         """What the state file keeps; nothing until the first poll has set a position."""

@@ -237,6 +237,33 @@ async def test_bad_bodies(
     assert observed == [("list_step_metrics", "invalid_body")]  # not "200": alerts see it
 
 
+async def test_steps_already_processed_keep_only_their_number(
+    client: CohereClient, mock_api: aioresponses
+) -> None:
+    body = {
+        "step_metrics": [
+            {"step_number": 12, "created_at": "2024-01-01T00:00:12Z", "metrics": {"loss": 0.2}},
+            {"step_number": "11", "created_at": "not a time", "metrics": {"loss": "junk"}},
+        ]
+    }
+    mock_api.get(STEPS_URL, status=200, payload=body)
+    page = await client.list_step_metrics(MODEL, from_step=12)
+    fresh, old = page.step_metrics
+    assert (fresh.step_number, fresh.metrics) == (12, {"loss": 0.2})
+    assert fresh.created_at is not None
+    # below the start only the number is read, so what it carries besides cannot fail the page
+    assert (old.step_number, old.created_at, old.metrics) == (11, None, {})
+
+
+async def test_a_processed_step_with_a_bad_number_still_fails_the_page(
+    client: CohereClient, mock_api: aioresponses
+) -> None:
+    body = {"step_metrics": [{"step_number": "eleven", "metrics": {"loss": 0.1}}]}
+    mock_api.get(STEPS_URL, status=200, payload=body)
+    with pytest.raises(ApiResponseError, match="step_metrics"):
+        await client.list_step_metrics(MODEL, from_step=12)
+
+
 async def test_oversized_body(client: CohereClient, mock_api: aioresponses) -> None:
     huge = json.dumps({"step_metrics": [], "padding": "x" * 40_000}) * 2
     mock_api.get(STEPS_URL, status=200, body=huge)

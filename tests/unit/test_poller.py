@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from exporter.core.problems import ProblemLog
 from exporter.core.provider import Cursor, Run, StepRecord
 from exporter.core.runbook import RunBook
 from exporter.core.sharding import EVERY_RUN
-from exporter.core.snapshot import Snapshot
+from exporter.core.snapshot import ProviderPart, Snapshot
 from exporter.core.spikes import SpikeRule
 from exporter.settings import Settings, load_settings
 from exporter.upstream.errors import ApiStatusError
@@ -122,6 +123,23 @@ async def test_a_long_first_cycle_publishes_what_it_has(monkeypatch: pytest.Monk
     await asyncio.wait_for(cycle, DEADLINE)
     assert made.hub.snapshot.ready  # /readyz turns 200 only with the first full cycle
     assert sum(1 for view in made.hub.snapshot.runs if view.newest_step is not None) == 6
+
+
+def test_progress_is_published_less_often_when_preparing_it_is_slow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(poller_module, "PROGRESS_SECONDS", 5.0)
+    assert poller_module.progress_interval(0.0) == 5.0
+    assert poller_module.progress_interval(0.4) == 5.0
+    assert poller_module.progress_interval(1.5) == 15.0  # preparing stays a tenth of the time
+
+
+async def test_the_hub_measures_how_long_preparing_took() -> None:
+    hub = SnapshotHub(["sim"], lambda snapshot: time.sleep(0.02) if snapshot.version else None)
+    assert hub.prepare_seconds == 0.0
+    await hub.publish(ProviderPart(name="sim", runs=(), up=True, ready=True, finished_at=None))
+    assert hub.prepare_seconds >= 0.02
+    assert hub.snapshot.version == 1
 
 
 async def test_a_budget_too_small_for_the_account_is_said_once(

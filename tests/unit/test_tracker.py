@@ -61,3 +61,18 @@ def test_each_metric_keeps_its_newest_value_between_evaluations() -> None:
     assert dict(tracker.newest.metrics) == {"train/loss": 0.8, "eval/loss": 1.5}
     tracker.absorb([StepRecord(12, 12.0, {"train/loss": 0.8, "eval/loss": 1.2})])
     assert dict(tracker.newest.metrics) == {"train/loss": 0.8, "eval/loss": 1.2}
+
+
+def test_runs_alike_share_one_copy_of_their_counts() -> None:
+    first, second = (RunTracker(Run(id=i, status="running"), RULE, max_metrics=100) for i in "ab")
+    for tracker in (first, second):
+        tracker.absorb(steps(1, 2, 3, 4, **{"train/loss": 1.0}))
+    one, other = first.view("sim"), second.view("sim")
+    assert one.outliers == {"train/loss": 0}
+    assert one.outliers is other.outliers  # ten thousand quiet runs cost one mapping
+    assert first.view("sim") is one  # nothing changed, nothing rebuilt
+    first.absorb(steps(5, **{"train/loss": 9.0}))
+    changed = first.view("sim")
+    assert changed is not one
+    assert changed.outliers["train/loss"] == 1
+    assert other.outliers["train/loss"] == 0  # the shared copy was not touched

@@ -65,14 +65,21 @@ class CohereClient:
         return answer.finetuned_model
 
     async def list_step_metrics(
-        self, model_id: str, *, page_size: int = 50, page_token: str = ""
+        self,
+        model_id: str,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        from_step: int | None = None,
     ) -> ListTrainingStepMetricsResponse:
+        """One page; with ``from_step`` steps below it come back as bare step numbers."""
         path = f"{MODELS_PATH}/{model_path(model_id)}/training-step-metrics"
         params = {"page_size": str(page_size)}
         if page_token:
             params["page_token"] = page_token
+        context = None if from_step is None else {"from_step": from_step}
         return await self.http.get(
-            "list_step_metrics", path, params, ListTrainingStepMetricsResponse
+            "list_step_metrics", path, params, ListTrainingStepMetricsResponse, context
         )
 
     async def all_step_metrics(

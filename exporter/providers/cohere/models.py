@@ -7,9 +7,11 @@ Unknown fields are ignored so that a new API field never breaks polling.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
 
-from exporter.upstream.values import ApiObject, Double, Integer, Timestamp
+from pydantic import Field, ValidationInfo, field_validator
+
+from exporter.upstream.values import ApiObject, Double, Integer, Timestamp, parse_int
 
 
 class BaseModelInfo(ApiObject):
@@ -51,8 +53,28 @@ class TrainingStepMetrics(ApiObject):
 
 
 class ListTrainingStepMetricsResponse(ApiObject):
+    """A page of steps. With ``{"from_step": n}`` as validation context, steps below ``n``
+    (already processed: a newest-first page is mostly those) keep only their number, which is
+    all the paging needs: their times and metrics are not parsed, which makes a page with
+    nothing new cheap. A step number that is not one still fails the whole page."""
+
     step_metrics: list[TrainingStepMetrics] = Field(default_factory=list)
     next_page_token: str = ""
+
+    @field_validator("step_metrics", mode="before")
+    @classmethod
+    def _skip_processed(cls, entries: Any, info: ValidationInfo) -> Any:
+        start = (info.context or {}).get("from_step")
+        if start is None or not isinstance(entries, list):
+            return entries
+        kept: list[Any] = []
+        for entry in entries:
+            if isinstance(entry, dict):
+                number = parse_int(entry.get("step_number", 0))
+                if number < start:
+                    entry = {"step_number": number}
+            kept.append(entry)
+        return kept
 
 
 __all__ = [

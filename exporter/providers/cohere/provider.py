@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal
 
+from exporter.core import shared
 from exporter.core.provider import TERMINAL_PHASES, Cursor, Phase, Run, StepRecord
 from exporter.providers.cohere.client import CohereClient, PageGuard
 from exporter.providers.cohere.models import FinetunedModel, TrainingStepMetrics
@@ -65,11 +66,11 @@ def to_run(model: FinetunedModel, model_id: str | None = None) -> Run:
     return Run(
         id=model_id or model.id,
         name=model.name,
-        base_model=base.name,
-        status=model.status,
+        base_model=shared.name(base.name),
+        status=shared.name(model.status),
         phase=PHASES.get(model.status, "unknown"),
         created_at=model.created_at,
-        labels=MappingProxyType(
+        labels=shared.frozen(
             {
                 "base_model_version": base.version,
                 "base_type": base.base_type,
@@ -84,7 +85,7 @@ NOT_METRICS = frozenset({"step"})
 
 
 def to_record(step: TrainingStepMetrics) -> StepRecord:
-    metrics = {name: value for name, value in step.metrics.items() if name not in NOT_METRICS}
+    metrics = {shared.name(k): v for k, v in step.metrics.items() if k not in NOT_METRICS}
     return StepRecord(step.step_number, step.created_at, metrics)
 
 
@@ -136,7 +137,7 @@ class CohereProvider:
         while True:
             pages += 1
             page = await self.client.list_step_metrics(
-                run_id, page_size=self._page_size, page_token=token
+                run_id, page_size=self._page_size, page_token=token, from_step=position
             )
             collected.extend(to_record(s) for s in page.step_metrics)
             order = page_order(page.step_metrics)

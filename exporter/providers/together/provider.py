@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 
+from exporter.core import shared
 from exporter.core.concurrency import bounded
 from exporter.core.provider import Cursor, Phase, Run, StepRecord
 from exporter.providers.together.client import TogetherClient
@@ -63,11 +64,11 @@ def to_run(job: Job, total: int | None, job_id: str | None = None) -> Run:
         # The suffix is what the user chose and stays put; model_output_name appears only once
         # the job leaves the queue, and a label that changes mid-run would split its series.
         name=job.suffix or job.model_output_name,
-        base_model=job.model,
-        status=job.status,
+        base_model=shared.name(job.model),
+        status=shared.name(job.status),
         phase=PHASES.get(job.status, "unknown"),
         created_at=job.created_at,
-        labels=MappingProxyType(
+        labels=shared.frozen(
             {"training_type": job.training_type, "training_method": job.training_method}
         ),
         total_steps=total,

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from exporter.core import shared
 from exporter.core.provider import StepRecord
 from exporter.upstream.values import parse_double, parse_int
 
@@ -48,7 +49,7 @@ def metrics_of(entry: Mapping[str, Any]) -> dict[str, float]:
             continue
         if isinstance(value, int | float | str):
             try:
-                found[key] = parse_double(value)
+                found[shared.name(key)] = parse_double(value)
             except ValueError:
                 continue  # a string that is no number: not a metric value
     return found
