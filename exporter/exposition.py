@@ -3,30 +3,33 @@
 Run data changes only when a snapshot is published; so publishing encodes the snapshot part
 (``exporter.families``, written straight to text) in both formats Prometheus asks for (text
 and OpenMetrics, each plain and gzipped) in a worker thread, and a scrape is a lookup. The two
-plain bodies share their sample bytes; only the family headers differ.
+formats share their sample bytes; only the family headers differ. A group of families whose
+runs read the same as at the publication before keeps that publication's bytes, plain and
+gzipped: a cycle with nothing new costs the last-success times, not the whole exposition.
 Every name the exporter writes is a legal classic Prometheus name, so the ``escaping`` that an
 ``Accept`` header may ask for never changes the bytes: the cache key is the format alone.
 
 The small live part (request counters, budget, process metrics) is encoded at most once per
 ``live_ttl`` (one second): fresher than any scrape interval, yet a burst of scrapers gets the
 same bytes. A body is the run part's chunks and then the live part, whose OpenMetrics form
-brings the one ``# EOF``. Gzip bodies are two gzip members back to back, which RFC 1952 allows and
-every decoder used by Prometheus reads as one stream.
+brings the one ``# EOF``. A gzip body is gzip members back to back (each family header, each
+family's samples, the live part), which RFC 1952 allows and every decoder used by Prometheus
+reads as one stream.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.core.snapshot import Snapshot
-from exporter.encoding import FORMATS, Format, chunks
-from exporter.families import blocks_for
+from exporter.encoding import FORMATS, Block, Format, header
+from exporter.families import CONCERNS, Concern, provider_blocks, run_labels_of
 
 #: What Prometheus 3 sends by default: OpenMetrics first, so this is the format to have ready.
 PROMETHEUS_3_ACCEPT = (
@@ -48,24 +51,91 @@ def gzipped(chunks: Iterable[bytes]) -> bytes:
 
 
 @dataclass(frozen=True)
+class EncodedConcern:
+    """One concern's families as last written: what they read of each run, and their bytes.
+
+    Each block's samples are one gzip member of their own, shared by both formats like the
+    plain samples, so a family kept from one publication to the next keeps its gzip too.
+    """
+
+    reads: list[object] | None
+    blocks: tuple[Block, ...]
+    zipped: tuple[bytes, ...]
+
+    @staticmethod
+    def of(
+        concern: Concern,
+        snapshot: Snapshot,
+        run_labels: Callable[[], Mapping[int, str]],
+        previous: EncodedConcern | None,
+    ) -> EncodedConcern:
+        reads = None
+        if concern.reads is not None:
+            read = concern.reads
+            reads = [value for view in snapshot.runs for value in read(view)]
+            if previous is not None and previous.reads == reads:
+                return previous
+        blocks = tuple(b for b in concern.write(snapshot, run_labels()) if b is not None)
+        return EncodedConcern(reads, blocks, tuple(gzipped([b.samples]) for b in blocks))
+
+
+HeaderKey = tuple[str, str, Format]
+
+
+@dataclass(frozen=True)
 class EncodedSnapshot:
     """One snapshot's run part in every format a scrape may ask for.
 
-    The plain bodies are chunks, each family's header followed by its sample bytes, which the
-    two formats share; the gzipped bodies are one member each.
+    A body is each family's header (per format) followed by its sample bytes (shared by the
+    formats); gzipped, each of those is a gzip member, which RFC 1952 allows back to back.
+    Families whose runs read the same as in the snapshot before are that snapshot's bytes.
     """
 
     version: int
+    concerns: tuple[EncodedConcern, ...]
+    headers: Mapping[HeaderKey, tuple[bytes, bytes]]  # plain and gzipped
     plain: dict[Format, tuple[bytes, ...]]
-    zipped: dict[Format, bytes]
+    zipped: dict[Format, tuple[bytes, ...]]
 
     @staticmethod
-    def of(snapshot: Snapshot) -> EncodedSnapshot:
-        families = blocks_for(snapshot)
-        plain = {fmt: tuple(chunks(families, fmt)) for fmt in FORMATS}
-        return EncodedSnapshot(
-            snapshot.version, plain, {fmt: gzipped(plain[fmt]) for fmt in FORMATS}
+    def of(snapshot: Snapshot, previous: EncodedSnapshot | None = None) -> EncodedSnapshot:
+        labelled: list[Mapping[int, str]] = []
+
+        def run_labels() -> Mapping[int, str]:  # written once, and only if a family needs them
+            if not labelled:
+                labelled.append(run_labels_of(snapshot))
+            return labelled[0]
+
+        before = previous.concerns if previous is not None else ()
+        concerns = tuple(
+            EncodedConcern.of(concern, snapshot, run_labels, before[i] if i < len(before) else None)
+            for i, concern in enumerate((PROVIDERS, *CONCERNS))
         )
+        known = previous.headers if previous is not None else {}
+        headers: dict[HeaderKey, tuple[bytes, bytes]] = {}
+        plain: dict[Format, tuple[bytes, ...]] = {}
+        zipped: dict[Format, tuple[bytes, ...]] = {}
+        for fmt in FORMATS:
+            plain_parts: list[bytes] = []
+            zipped_parts: list[bytes] = []
+            for encoded in concerns:
+                for item, member in zip(encoded.blocks, encoded.zipped, strict=True):
+                    key = (item.family.name, item.help, fmt)
+                    if key not in headers:
+                        headers[key] = known.get(key) or _header(item, fmt)
+                    text, packed = headers[key]
+                    plain_parts += (text, item.samples)
+                    zipped_parts += (packed, member)
+            plain[fmt], zipped[fmt] = tuple(plain_parts), tuple(zipped_parts)
+        return EncodedSnapshot(snapshot.version, concerns, headers, plain, zipped)
+
+
+def _header(item: Block, fmt: Format) -> tuple[bytes, bytes]:
+    text = header(item.family, item.help, fmt).encode()
+    return text, gzipped([text])
+
+
+PROVIDERS = Concern(lambda snapshot, _: provider_blocks(snapshot), None)
 
 
 @dataclass
@@ -102,7 +172,7 @@ class ExpositionCache:
         """Encode ``snapshot`` in every format; runs in a worker thread before the snapshot is
         published, so neither a scrape nor the event loop pays for encoding thousands of runs.
         """
-        encoded = EncodedSnapshot.of(snapshot)
+        encoded = EncodedSnapshot.of(snapshot, self._encoded)
         self._encoded = encoded  # one assignment: a scrape sees the old part or the new
         self.renders += 1
 
@@ -127,7 +197,7 @@ class ExpositionCache:
         live = encoder(self.live_registry)
         self.live_renders += 1
         if use_gzip:
-            parts: tuple[bytes, ...] = (encoded.zipped[fmt], gzipped([live]))
+            parts: tuple[bytes, ...] = (*encoded.zipped[fmt], gzipped([live]))
         else:
             parts = (*encoded.plain[fmt], live)
         self._live[(fmt, use_gzip)] = _Live(encoded.version, now, parts)

@@ -19,6 +19,7 @@ Exposition (``finetune_`` names, ``provider`` and ``finetune_id`` on every run s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from exporter import contract as c
 from exporter.core.snapshot import RunView, Snapshot
@@ -74,24 +75,19 @@ def provider_blocks(snapshot: Snapshot) -> list[Block | None]:
     ]
 
 
-def run_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
-    """Per-run description, phase, provider status, progress and poll health."""
+def description_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
+    """Per-run description, phase, provider status and progress."""
     info: Lines = []
     phase: Lines = []
     status: Lines = []
     total: Lines = []
     eta: Lines = []
     tokens: Lines = []
-    up: Lines = []
-    last: Lines = []
     for view in snapshot.runs:
-        own = run_labels[id(view)]
-        up.append(f"{c.RUN_UP.sample}{{{own}}} {number(1.0 if view.up else 0.0)}\n")
-        if view.last_success is not None:
-            last.append(f"{c.RUN_LAST_SUCCESS.sample}{{{own}}} {number(view.last_success)}\n")
         run = view.run
         if view.missing or not run.status:
             continue
+        own = run_labels[id(view)]
         described = {"name": run.name, "base_model": run.base_model, **run.labels}
         pairs = [("finetune_id", view.id), ("provider", view.provider), *described.items()]
         info.append(f"{c.RUN_INFO.sample}{labels(pairs)} 1.0\n")
@@ -113,9 +109,26 @@ def run_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block 
         block(c.RUN_TOTAL_STEPS, _polled(c.RUN_TOTAL_STEPS), total),
         block(c.RUN_ETA, _polled(c.RUN_ETA), eta),
         block(c.RUN_TOKENS, _polled(c.RUN_TOKENS), tokens),
-        block(c.RUN_UP, _polled(c.RUN_UP), up),
-        block(c.RUN_LAST_SUCCESS, _polled(c.RUN_LAST_SUCCESS), last),
     ]
+
+
+def up_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
+    """Whether each run's last poll succeeded."""
+    up = [
+        f"{c.RUN_UP.sample}{{{run_labels[id(view)]}}} {number(1.0 if view.up else 0.0)}\n"
+        for view in snapshot.runs
+    ]
+    return [block(c.RUN_UP, _polled(c.RUN_UP), up)]
+
+
+def last_success_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
+    """When each run was last polled successfully: new with every cycle."""
+    last = [
+        f"{c.RUN_LAST_SUCCESS.sample}{{{run_labels[id(view)]}}} {number(view.last_success)}\n"
+        for view in snapshot.runs
+        if view.last_success is not None
+    ]
+    return [block(c.RUN_LAST_SUCCESS, _polled(c.RUN_LAST_SUCCESS), last)]
 
 
 def step_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
@@ -188,17 +201,51 @@ def by_label(counts: Mapping[str, int]) -> dict[str, int]:
     return labelled
 
 
-CONCERNS: Sequence[Callable[[Snapshot, Mapping[int, str]], list[Block | None]]] = (
-    run_blocks,
-    step_blocks,
-    counter_blocks,
+Write = Callable[[Snapshot, Mapping[int, str]], list[Block | None]]
+
+
+@dataclass(frozen=True)
+class Concern:
+    """Families written together, and what of each run they read.
+
+    Equal ``reads`` of every run, in the same order, mean equal bytes, so a publication can
+    keep the families of the one before (and their gzip) instead of writing them again: at
+    ten thousand runs a cycle with nothing new then rewrites only the last-success times.
+    ``reads`` is None for families that change with every publication.
+    """
+
+    write: Write
+    reads: Callable[[RunView], tuple[object, ...]] | None
+
+
+CONCERNS: Sequence[Concern] = (
+    Concern(description_blocks, lambda view: (view.provider, view.run, view.missing)),
+    Concern(up_blocks, lambda view: (view.provider, view.id, view.up)),
+    Concern(last_success_blocks, None),
+    Concern(step_blocks, lambda view: (view.provider, view.id, view.newest_step)),
+    Concern(
+        counter_blocks,
+        lambda view: (
+            view.provider,
+            view.id,
+            view.newest_step is None,
+            view.steps_processed,
+            view.outliers,
+            view.nonfinite,
+        ),
+    ),
 )
+
+
+def run_labels_of(snapshot: Snapshot) -> dict[int, str]:
+    """Each run's own labels, escaped once per publication, keyed by ``id`` of its view."""
+    return {id(view): _run_labels(view) for view in snapshot.runs}
 
 
 def blocks_for(snapshot: Snapshot) -> list[Block]:
     """Every family of ``snapshot``, in ``/metrics`` order, families without samples left out."""
-    run_labels = {id(view): _run_labels(view) for view in snapshot.runs}
+    run_labels = run_labels_of(snapshot)
     found = provider_blocks(snapshot)
     for concern in CONCERNS:
-        found.extend(concern(snapshot, run_labels))
+        found.extend(concern.write(snapshot, run_labels))
     return [item for item in found if item is not None]

@@ -9,8 +9,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import CollectorRegistry
 
+from exporter import contract as c
 from exporter.core.snapshot import Snapshot
-from exporter.exposition import PROMETHEUS_3_ACCEPT, ExpositionCache
+from exporter.encoding import FORMATS
+from exporter.exposition import PROMETHEUS_3_ACCEPT, EncodedSnapshot, ExpositionCache
 from tests.snapshots import cohere_view, snapshot_of, step
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -103,3 +105,59 @@ def test_gzip_members_decode_to_the_plain_body() -> None:
         assert zipped[:2] == b"\x1f\x8b"
         assert gzip.decompress(zipped) == plain
     assert cache.renders == 1  # every format prepared once, when the snapshot was published
+
+
+def bodies(encoded: EncodedSnapshot) -> dict[str, bytes]:
+    """Every run-part body of an encoding: each format, plain and gzip decoded."""
+    found: dict[str, bytes] = {}
+    for fmt in FORMATS:
+        found[f"{fmt} plain"] = b"".join(encoded.plain[fmt])
+        found[f"{fmt} gzip"] = gzip.decompress(b"".join(encoded.zipped[fmt]))
+    return found
+
+
+def samples_of(encoded: EncodedSnapshot, family: str) -> bytes:
+    return next(b.samples for c in encoded.concerns for b in c.blocks if b.family.name == family)
+
+
+def two_runs(*, loss: float, polled_at: float, keep: bool = True) -> Snapshot:
+    views = [
+        cohere_view(
+            "a",
+            "a",
+            "STATUS_FINETUNING",
+            newest_step=step(3, 1.0, {"loss": loss}),
+            up=True,
+            last_success=polled_at,
+        ),
+        cohere_view(
+            "b",
+            "b",
+            "STATUS_READY",
+            newest_step=step(9, 2.0, {"loss": 0.5}),
+            up=True,
+            last_success=polled_at,
+        ),
+    ]
+    return snapshot_of(*(views if keep else views[:1]), up=True, version=int(polled_at))
+
+
+def test_a_publication_with_nothing_new_rewrites_only_the_poll_times() -> None:
+    first = EncodedSnapshot.of(two_runs(loss=0.9, polled_at=100.0))
+    second = EncodedSnapshot.of(two_runs(loss=0.9, polled_at=160.0), first)
+    assert samples_of(second, "finetune_step_loss") is samples_of(first, "finetune_step_loss")
+    assert samples_of(second, c.RUN_PHASE.name) is samples_of(first, c.RUN_PHASE.name)
+    assert b"} 160.0\n" in samples_of(second, c.RUN_LAST_SUCCESS.name)
+    assert bodies(second) == bodies(EncodedSnapshot.of(two_runs(loss=0.9, polled_at=160.0)))
+
+
+def test_a_changed_value_or_a_run_gone_is_written_again() -> None:
+    first = EncodedSnapshot.of(two_runs(loss=0.9, polled_at=100.0))
+    changed = EncodedSnapshot.of(two_runs(loss=0.4, polled_at=100.0), first)
+    assert b"} 0.4\n" in samples_of(changed, "finetune_step_loss")
+    assert samples_of(changed, c.RUN_INFO.name) is samples_of(first, c.RUN_INFO.name)
+    assert bodies(changed) == bodies(EncodedSnapshot.of(two_runs(loss=0.4, polled_at=100.0)))
+    gone = EncodedSnapshot.of(two_runs(loss=0.4, polled_at=100.0, keep=False), changed)
+    assert b'finetune_id="b"' not in b"".join(bodies(gone).values())
+    fresh = EncodedSnapshot.of(two_runs(loss=0.4, polled_at=100.0, keep=False))
+    assert bodies(gone) == bodies(fresh)
