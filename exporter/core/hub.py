@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from exporter.core.heap import release_free_memory
 from exporter.core.snapshot import ProviderPart, Snapshot
 
 Prepare = Callable[[Snapshot], None]
@@ -36,3 +37,4 @@ class SnapshotHub:
             await asyncio.to_thread(self._prepare, snapshot)
             self.prepare_seconds = time.monotonic() - started
             self.snapshot = snapshot
+            await asyncio.to_thread(release_free_memory)  # the snapshot before is freed now
