@@ -134,10 +134,21 @@ class RunTracker:
         known = self.judged if newest.number == position else ()
         self.judged = (*known, *(k for k in newest.metrics if k not in known))
         self.position = newest.number
+        if self._unchanged(newest, values):
+            return 0  # the same step again, nothing new: the published one stays
         self.newest, dropped = trimmed(
             StepRecord(newest.number, newest.created_at, values), self._max_metrics
         )
         return dropped
+
+    def _unchanged(self, newest: StepRecord, values: Mapping[str, float]) -> bool:
+        kept = self.newest
+        return (
+            kept is not None
+            and (kept.number, kept.created_at) == (newest.number, newest.created_at)
+            and values.keys() <= kept.metrics.keys()
+            and _same(values, kept.metrics)
+        )
 
     def _judge(self, number: int, metrics: Mapping[str, float], *, new_step: bool) -> None:
         outliers, nonfinite = self.spikes.judge(metrics, new_step=new_step)
@@ -183,3 +194,12 @@ class RunTracker:
             nonfinite=dict(spikes.nonfinite),
             processed=spikes.processed,
         )
+
+
+def _same(values: Mapping[str, float], kept: Mapping[str, float]) -> bool:
+    """Every value equal to the kept one (NaN equal to NaN: a repeated NaN is nothing new)."""
+    for key, value in values.items():
+        old = kept[key]
+        if value != old and not (math.isnan(value) and math.isnan(old)):
+            return False
+    return True

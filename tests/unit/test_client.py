@@ -237,6 +237,20 @@ async def test_bad_bodies(
     assert observed == [("list_step_metrics", "invalid_body")]  # not "200": alerts see it
 
 
+async def test_bodies_the_fast_decoder_refuses_are_read_by_the_standard_one(
+    client: CohereClient, mock_api: aioresponses
+) -> None:
+    bare_nan = '{"step_metrics": [{"step_number": 3, "metrics": {"loss": NaN, "acc": Infinity}}]}'
+    mock_api.get(STEPS_URL, status=200, body=bare_nan)  # what Python's json.dumps sends
+    (only,) = (await client.list_step_metrics(MODEL)).step_metrics
+    assert math.isnan(only.metrics["loss"])
+    assert only.metrics["acc"] == math.inf
+    # more braces than the object limit (1000), all inside one string: one object, accepted
+    braces = json.dumps({"step_metrics": [{"step_number": 4, "note": "{" * 1500}]})
+    mock_api.get(STEPS_URL, status=200, body=braces)
+    assert [s.step_number for s in (await client.list_step_metrics(MODEL)).step_metrics] == [4]
+
+
 async def test_steps_already_processed_keep_only_their_number(
     client: CohereClient, mock_api: aioresponses
 ) -> None:

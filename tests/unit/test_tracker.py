@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from exporter.core.provider import Run, StepRecord
 from exporter.core.spikes import SpikeRule
 from exporter.core.tracker import RunTracker
@@ -76,3 +78,15 @@ def test_runs_alike_share_one_copy_of_their_counts() -> None:
     assert changed is not one
     assert changed.outliers["train/loss"] == 1
     assert other.outliers["train/loss"] == 0  # the shared copy was not touched
+
+
+def test_the_same_newest_step_read_again_keeps_the_published_one() -> None:
+    tracker = RunTracker(RUN, RULE, max_metrics=100)
+    tracker.absorb([StepRecord(7, 7.0, {"train/loss": math.nan, "eval/loss": 0.5})])
+    kept = tracker.newest
+    tracker.absorb([StepRecord(7, 7.0, {"train/loss": math.nan, "eval/loss": 0.5})])
+    assert tracker.newest is kept  # nothing new, NaN included: no new object to encode
+    tracker.absorb([StepRecord(7, 7.0, {"train/loss": math.nan, "eval/loss": 0.4})])
+    assert tracker.newest is not kept
+    assert tracker.newest is not None
+    assert tracker.newest.metrics["eval/loss"] == 0.4

@@ -139,7 +139,11 @@ class CohereProvider:
             page = await self.client.list_step_metrics(
                 run_id, page_size=self._page_size, page_token=token, from_step=position
             )
-            collected.extend(to_record(s) for s in page.step_metrics)
+            collected.extend(
+                to_record(s)
+                for s in page.step_metrics
+                if position is None or s.step_number >= position  # older: judged, kept
+            )
             order = page_order(page.step_metrics)
             if order != "unknown":
                 cursor["order"] = order
