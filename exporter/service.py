@@ -30,9 +30,10 @@ from exporter.exposition import ExpositionCache
 from exporter.settings import ConfigError, Settings
 from exporter.telemetry import live_registry
 from exporter.upstream.client import RetryPolicy
-from exporter.web.app import build_web_app
+from exporter.web.app import STATUS_PAGES, build_web_app
 from exporter.web.listener import Listener
 from exporter.web.listener import listening as serve_app
+from exporter.web.status import StatusPages
 from exporter.webconfig import WebConfigWatcher, auth_middleware
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Exporter:
         self.budgets = {name: providers.budget_for(settings, name) for name in names}
         self.live_registry, telemetry = live_registry(self.budgets)
         self.exposition = ExpositionCache(self.live_registry)
-        self.hub = SnapshotHub(names, self.exposition.prepare)
+        self._pages: StatusPages | None = None  # the app's, once it is built
+        self.hub = SnapshotHub(names, self._prepare)
         problems = ProblemLog(logging.getLogger("exporter.core"))
         state = StateStore(settings.state_file, problems) if settings.state_file else None
         self.pollers: dict[str, Poller] = {}
@@ -99,6 +101,14 @@ class Exporter:
             finished_runs=settings.ui_finished_runs,
             refresh_seconds=settings.poll_interval,
         )
+        self._pages = self.app[STATUS_PAGES]
+
+    def _prepare(self, snapshot: Snapshot) -> None:
+        """Before each publication, in a worker thread: the ``/metrics`` bodies, and the status
+        pages someone is watching."""
+        self.exposition.prepare(snapshot)
+        if self._pages is not None:
+            self._pages.prepare(snapshot)
 
     @property
     def snapshot(self) -> Snapshot:

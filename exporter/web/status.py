@@ -37,6 +37,8 @@ from exporter.web.runs import Selection, select
 SnapshotSource = Callable[[], Snapshot]
 MIN_REFRESH_SECONDS: Final = 2.0
 GZIP_LEVEL: Final = 6
+#: A page asked for within this many refresh intervals is rendered ahead with each publication.
+WATCHED_REFRESHES: Final = 3
 _GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 PAGE_HEADERS: Final = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -80,25 +82,56 @@ def show_all(request: web.Request) -> bool:
     return request.query.get("all", "").lower() in {"1", "true", "yes"}
 
 
-class _RenderCache:
-    """The newest render of each selection, keyed by the snapshot object it was made from."""
+class RenderCache:
+    """The newest render of each selection, keyed by the snapshot object it was made from.
 
-    def __init__(self, render: Callable[[Snapshot, bool], Rendered]) -> None:
+    A selection someone has asked for within ``watched_seconds`` is rendered again with each
+    publication, before the new snapshot is swapped in (``prepare``, in the publishing worker
+    thread), so a page that reloads itself every poll interval finds its render ready instead
+    of waiting for it. A selection nobody asked for that long is dropped then, and with it the
+    snapshot it was made from.
+    """
+
+    def __init__(
+        self,
+        render: Callable[[Snapshot, bool], Rendered],
+        watched_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._render = render
-        self._entries: dict[bool, tuple[Snapshot, asyncio.Task[Rendered]]] = {}
+        self._watched_seconds = watched_seconds
+        self._clock = clock
+        self._entries: dict[bool, tuple[Snapshot, Rendered | asyncio.Future[Rendered]]] = {}
+        self._asked: dict[bool, float] = {}
         self.renders = 0
 
     async def get(self, snapshot: Snapshot, all_runs: bool) -> Rendered:
+        self._asked[all_runs] = self._clock()
         entry = self._entries.get(all_runs)
         if entry is None or entry[0] is not snapshot:
             self.renders += 1
-            task = asyncio.create_task(asyncio.to_thread(self._render, snapshot, all_runs))
+            task = asyncio.ensure_future(asyncio.to_thread(self._render, snapshot, all_runs))
             task.add_done_callback(lambda done: self._forget_failure(all_runs, done))
             entry = (snapshot, task)
             self._entries[all_runs] = entry
-        return await asyncio.shield(entry[1])
+        found = entry[1]
+        if isinstance(found, Rendered):
+            return found
+        return await asyncio.shield(found)
 
-    def _forget_failure(self, all_runs: bool, task: asyncio.Task[Rendered]) -> None:
+    def prepare(self, snapshot: Snapshot) -> None:
+        """Render the watched selections of ``snapshot`` (about to be published); forget the
+        others."""
+        now = self._clock()
+        for all_runs in (False, True):
+            asked = self._asked.get(all_runs)
+            if asked is not None and now - asked <= self._watched_seconds:
+                self.renders += 1
+                self._entries[all_runs] = (snapshot, self._render(snapshot, all_runs))
+            else:
+                self._entries.pop(all_runs, None)
+
+    def _forget_failure(self, all_runs: bool, task: asyncio.Future[Rendered]) -> None:
         """A render that failed is not kept: the next request tries again."""
         if task.cancelled() or task.exception() is not None:
             current = self._entries.get(all_runs)
@@ -125,8 +158,9 @@ class StatusPages:
         self._finished_runs = finished_runs
         self.refresh_seconds = max(MIN_REFRESH_SECONDS, refresh_seconds)
         self._wall = wall_clock
-        self.pages = _RenderCache(self._render_page)
-        self.documents = _RenderCache(self._render_document)
+        watched = WATCHED_REFRESHES * self.refresh_seconds
+        self.pages = RenderCache(self._render_page, watched)
+        self.documents = RenderCache(self._render_document, watched)
 
     def _select(self, snapshot: Snapshot, all_runs: bool) -> Selection:
         return select(snapshot, self._finished_runs, show_all=all_runs)
@@ -140,6 +174,11 @@ class StatusPages:
         selection = self._select(snapshot, all_runs)
         body = runs_json(selection.runs)
         return Rendered(body, deflate_tail(body), selection)
+
+    def prepare(self, snapshot: Snapshot) -> None:
+        """Render ahead what readers are watching, for ``snapshot`` about to be published."""
+        self.pages.prepare(snapshot)
+        self.documents.prepare(snapshot)
 
     def budgets(self) -> dict[str, Budget]:
         """Each provider's budget now: the header's only part that changes between cycles."""

@@ -22,6 +22,7 @@ from exporter.exposition import ExpositionCache
 from exporter.web.app import STATUS_PAGES, build_web_app
 from exporter.web.page import card, runs_html
 from exporter.web.runs import select
+from exporter.web.status import RenderCache, Rendered
 from exporter.web.svg import chart, path_data, series_order
 from tests.snapshots import cohere_view, snapshot_of, step, together_view
 from tests.unit.page_html import parse
@@ -308,3 +309,41 @@ def test_runs_html_says_why_it_is_empty() -> None:
     html = runs_html(finished, select(finished, 1), 60)
     assert "Showing the 1 most recent of 3 finished runs." in html
     assert 'href="?all=1"' in html
+
+
+async def test_a_watched_page_is_rendered_before_its_snapshot_is_published(
+    serve: Callable[[Callable[[], Snapshot]], TestServer],
+) -> None:
+    current = [sample_snapshot(1)]
+    server = serve(lambda: current[0])
+    await server.start_server()
+    status = server.app[STATUS_PAGES]
+    async with ClientSession() as http:
+        async with http.get(server.make_url("/")) as response:
+            assert response.status == 200
+        assert status.pages.renders == 1
+        current[0] = sample_snapshot(2)
+        status.prepare(current[0])  # what the hub does before it swaps the snapshot in
+        assert status.pages.renders == 2
+        assert status.documents.renders == 0  # /api/runs was never asked for: not rendered
+        async with http.get(server.make_url("/")) as response:
+            assert "snapshot 2 " in await response.text()
+        assert status.pages.renders == 2  # the reader found the render ready
+
+
+async def test_a_page_nobody_watches_any_more_is_forgotten() -> None:
+    now = [0.0]
+    rendered: list[int] = []
+
+    def render(snapshot: Snapshot, all_runs: bool) -> Rendered:
+        rendered.append(snapshot.version)
+        return Rendered(b"", b"", select(snapshot, 50))
+
+    cache = RenderCache(render, watched_seconds=180.0, clock=lambda: now[0])
+    await cache.get(sample_snapshot(1), False)
+    now[0] = 180.0
+    cache.prepare(sample_snapshot(2))  # asked 180 s ago: still watched
+    now[0] = 181.0
+    cache.prepare(sample_snapshot(3))  # not any more: dropped, and its snapshot with it
+    assert rendered == [1, 2]
+    assert cache._entries == {}
