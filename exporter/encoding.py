@@ -63,11 +63,38 @@ class Block:
     samples: bytes
 
 
-def block(family: Family, help_text: str, lines: Sequence[str]) -> Block | None:
+class Lines:
+    """Sample lines written straight into one growing buffer of bytes.
+
+    A family of 90,000 lines kept as a list of strings, joined and then encoded, peaks at three
+    copies (the small strings, the joined text, the bytes), and its thousands of small strings
+    are spread over the allocator's pools between objects that live on, which the process
+    never gets back; here each line's string is freed as soon as it is copied in.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def append(self, line: str) -> None:
+        self._buffer += line.encode()
+
+    def __bool__(self) -> bool:
+        return bool(self._buffer)
+
+    def take(self) -> bytes:
+        """The bytes written so far; the buffer is emptied."""
+        written = bytes(self._buffer)
+        self._buffer = bytearray()
+        return written
+
+
+def block(family: Family, help_text: str, lines: Lines) -> Block | None:
     """A family's block; None when it has no sample (absent families are left out)."""
     if not lines:
         return None
-    return Block(family, help_text, "".join(lines).encode())
+    return Block(family, help_text, lines.take())
 
 
 def chunks(blocks: Sequence[Block], fmt: Format) -> list[bytes]:

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 
 from exporter import contract as c
 from exporter.core.snapshot import RunView, Snapshot
-from exporter.encoding import Block, block, escape, labels, number
-
-Lines = list[str]
+from exporter.encoding import Block, Lines, block, escape, labels, number
 
 
 def _polled(family: c.Family) -> str:
@@ -51,9 +49,9 @@ def _with(run: str, key: str, value: str) -> str:
 
 def provider_blocks(snapshot: Snapshot) -> list[Block | None]:
     """Each provider's poll health, and the exporter's version."""
-    up: Lines = []
-    duration: Lines = []
-    dropped: Lines = []
+    up = Lines()
+    duration = Lines()
+    dropped = Lines()
     for part in snapshot.providers:
         name = escape(part.name)
         up.append(f'{c.UP.sample}{{provider="{name}"}} {number(1.0 if part.up else 0.0)}\n')
@@ -66,7 +64,8 @@ def provider_blocks(snapshot: Snapshot) -> list[Block | None]:
             dropped.append(
                 f'{c.DROPPED.sample}{{kind="{kind}",provider="{name}"}} {number(count)}\n'
             )
-    build = [f"{c.BUILD_INFO.sample}{labels(c.BUILD_LABELS.items())} 1.0\n"]
+    build = Lines()
+    build.append(f"{c.BUILD_INFO.sample}{labels(c.BUILD_LABELS.items())} 1.0\n")
     return [
         block(c.UP, _polled(c.UP), up),
         block(c.POLL_DURATION, _polled(c.POLL_DURATION), duration),
@@ -77,12 +76,12 @@ def provider_blocks(snapshot: Snapshot) -> list[Block | None]:
 
 def description_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
     """Per-run description, phase, provider status and progress."""
-    info: Lines = []
-    phase: Lines = []
-    status: Lines = []
-    total: Lines = []
-    eta: Lines = []
-    tokens: Lines = []
+    info = Lines()
+    phase = Lines()
+    status = Lines()
+    total = Lines()
+    eta = Lines()
+    tokens = Lines()
     for view in snapshot.runs:
         run = view.run
         if view.missing or not run.status:
@@ -114,27 +113,28 @@ def description_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> lis
 
 def up_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
     """Whether each run's last poll succeeded."""
-    up = [
-        f"{c.RUN_UP.sample}{{{run_labels[id(view)]}}} {number(1.0 if view.up else 0.0)}\n"
-        for view in snapshot.runs
-    ]
+    up = Lines()
+    for view in snapshot.runs:
+        up.append(
+            f"{c.RUN_UP.sample}{{{run_labels[id(view)]}}} {number(1.0 if view.up else 0.0)}\n"
+        )
     return [block(c.RUN_UP, _polled(c.RUN_UP), up)]
 
 
 def last_success_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
     """When each run was last polled successfully: new with every cycle."""
-    last = [
-        f"{c.RUN_LAST_SUCCESS.sample}{{{run_labels[id(view)]}}} {number(view.last_success)}\n"
-        for view in snapshot.runs
-        if view.last_success is not None
-    ]
+    last = Lines()
+    for view in snapshot.runs:
+        if view.last_success is not None:
+            own = run_labels[id(view)]
+            last.append(f"{c.RUN_LAST_SUCCESS.sample}{{{own}}} {number(view.last_success)}\n")
     return [block(c.RUN_LAST_SUCCESS, _polled(c.RUN_LAST_SUCCESS), last)]
 
 
 def step_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
     """The newest step of each run, one gauge family per provider metric name."""
-    number_lines: Lines = []
-    taken: Lines = []
+    number_lines = Lines()
+    taken = Lines()
     stepped = [(v, v.newest_step) for v in snapshot.runs if v.newest_step is not None]
     names: dict[str, set[str]] = {}
     for view, step in stepped:
@@ -145,7 +145,7 @@ def step_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block
         for name, sources in owners.items()
         for provider, metric in sources.items()
     }
-    values: dict[str, Lines] = {name: [] for name in owners}
+    values = {name: Lines() for name in owners}
     for view, step in stepped:
         own = run_labels[id(view)]
         number_lines.append(f"{c.STEP_NUMBER.sample}{{{own}}} {number(float(step.number))}\n")
@@ -167,9 +167,9 @@ def step_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block
 
 def counter_blocks(snapshot: Snapshot, run_labels: Mapping[int, str]) -> list[Block | None]:
     """Counts over every logged step, so a spike between two scrapes is not lost."""
-    processed: Lines = []
-    outliers: Lines = []
-    nonfinite: Lines = []
+    processed = Lines()
+    outliers = Lines()
+    nonfinite = Lines()
     for view in snapshot.runs:
         if view.newest_step is None:
             continue

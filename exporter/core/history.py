@@ -80,6 +80,8 @@ class _Series:
 class HistoryBuilder:
     """One run's history as steps arrive; ``history()`` is rebuilt only after a change."""
 
+    __slots__ = ("_changed", "_metrics", "_nonfinite", "_outliers", "_published", "_series")
+
     def __init__(self, metrics: Iterable[str]) -> None:
         self._metrics = tuple(metrics)
         self._series: dict[str, _Series] = {}

@@ -40,6 +40,22 @@ class RunTracker:
     share the rest.
     """
 
+    __slots__ = (
+        "_max_metrics",
+        "_view",
+        "cursor",
+        "final_read_at",
+        "history",
+        "judged",
+        "last_success",
+        "missing",
+        "newest",
+        "position",
+        "run",
+        "spikes",
+        "up",
+    )
+
     def __init__(
         self,
         run: Run,
