@@ -22,7 +22,6 @@ import hmac
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import bcrypt
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -52,6 +51,8 @@ def _bcrypt_executor() -> ThreadPoolExecutor:
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # here: only an exporter with users needs it
+
     try:
         return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
     except ValueError:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import bcrypt
-
 from exporter.webconfig.errors import fail
 from exporter.webconfig.files import CONFIG_LIMIT, FileReader, UnreadableFile
 from exporter.webconfig.schema import parse
@@ -68,6 +66,8 @@ def stand_in_hash(users: Mapping[str, bytes]) -> bytes | None:
 @functools.lru_cache(maxsize=4)
 def _random_hash(cost: int) -> bytes:
     """A hash of a random, unrecorded password: no password matches it in practice."""
+    import bcrypt  # here: only an exporter with users needs it
+
     return bcrypt.hashpw(secrets.token_hex(32).encode(), bcrypt.gensalt(cost))
 
 
