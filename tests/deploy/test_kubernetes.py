@@ -202,7 +202,7 @@ def test_pod_and_container_are_locked_down(
 
 def test_container_resources(container: dict[str, Any]) -> None:
     assert container["resources"] == {
-        "requests": {"cpu": "10m", "memory": "48Mi"},
+        "requests": {"cpu": "10m", "memory": "64Mi"},
         "limits": {"cpu": "500m", "memory": "256Mi"},
     }
 
