@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
+from exporter.core.heap import limit_heap_growth
 from exporter.logs import setup_logging
 from exporter.settings import PROVIDERS, ConfigError, Settings, load_settings, spelling
 from exporter.simulate_command import add_simulate_flags, add_simulator_flags
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         arguments.insert(0, "serve")
     args = build_parser().parse_args(arguments)
+    limit_heap_growth()  # before any large buffer: see exporter.core.heap
     try:
         if args.command == "simulate":
             from exporter.simulate_command import run_simulate
