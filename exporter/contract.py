@@ -38,6 +38,8 @@ class Family:
     type: FamilyType
     help: str
     labels: tuple[str, ...] = ()
+    #: For a step family: (provider, the provider's metric) pairs its HELP names.
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def sample(self) -> str:
@@ -219,8 +221,11 @@ def step_family_name(metric: str) -> str | None:
 def step_family(name: str, sources: Mapping[str, str]) -> Family:
     """The gauge family ``name`` that carries, for each provider, the metric named in
     ``sources`` (provider → the provider's own metric name), for its HELP."""
-    named = ", ".join(f"{metric!r} ({provider})" for provider, metric in sorted(sources.items()))
-    return Family(name, "gauge", f"Provider metric {named} at the newest logged step.", RUN_LABELS)
+    pairs = tuple(sorted(sources.items()))
+    named = ", ".join(f"{metric!r} ({provider})" for provider, metric in pairs)
+    return Family(
+        name, "gauge", f"Provider metric {named} at the newest logged step.", RUN_LABELS, pairs
+    )
 
 
 def help_text(family: Family, source: str) -> str:

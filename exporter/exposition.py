@@ -27,9 +27,17 @@ from dataclasses import dataclass, field
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.contract import Family
 from exporter.core.snapshot import Snapshot
 from exporter.encoding import FORMATS, Block, Format, header
-from exporter.families import CONCERNS, Concern, provider_blocks, run_labels_of
+from exporter.families import (
+    CONCERNS,
+    Concern,
+    merge,
+    provider_blocks,
+    provider_snapshots,
+    run_labels_of,
+)
 
 #: What Prometheus 3 sends by default: OpenMetrics first, so this is the format to have ready.
 PROMETHEUS_3_ACCEPT = (
@@ -80,37 +88,45 @@ class EncodedConcern:
 
 
 HeaderKey = tuple[str, str, Format]
+Concerns = tuple[EncodedConcern, ...]
 
 
 @dataclass(frozen=True)
 class EncodedSnapshot:
     """One snapshot's run part in every format a scrape may ask for.
 
-    A body is each family's header (per format) followed by its sample bytes (shared by the
-    formats); gzipped, each of those is a gzip member, which RFC 1952 allows back to back.
-    Families whose runs read the same as in the snapshot before are that snapshot's bytes.
+    Each concern is written per provider (``provider_snapshots``), so a publication by one
+    provider keeps the other's bytes. A body is each family's header (per format) followed by
+    every provider's sample bytes of it (shared by the formats); gzipped, each of those is a
+    gzip member, which RFC 1952 allows back to back.
     """
 
     version: int
-    concerns: tuple[EncodedConcern, ...]
+    health: EncodedConcern
+    by_provider: Mapping[str, Concerns]
     headers: Mapping[HeaderKey, tuple[bytes, bytes]]  # plain and gzipped
     plain: dict[Format, tuple[bytes, ...]]
     zipped: dict[Format, tuple[bytes, ...]]
 
+    @property
+    def concerns(self) -> tuple[EncodedConcern, ...]:
+        """Every encoded concern: the health part, then each provider's."""
+        return (self.health, *(item for part in self.by_provider.values() for item in part))
+
     @staticmethod
     def of(snapshot: Snapshot, previous: EncodedSnapshot | None = None) -> EncodedSnapshot:
-        labelled: list[Mapping[int, str]] = []
-
-        def run_labels() -> Mapping[int, str]:  # written once, and only if a family needs them
-            if not labelled:
-                labelled.append(run_labels_of(snapshot))
-            return labelled[0]
-
-        before = previous.concerns if previous is not None else ()
-        concerns = tuple(
-            EncodedConcern.of(concern, snapshot, run_labels, before[i] if i < len(before) else None)
-            for i, concern in enumerate((PROVIDERS, *CONCERNS))
+        before = previous.by_provider if previous is not None else {}
+        by_provider = {
+            part.providers[0].name: _encode_part(part, before.get(part.providers[0].name, ()))
+            for part in provider_snapshots(snapshot)
+        }
+        health = EncodedConcern.of(
+            PROVIDERS, snapshot, dict, previous.health if previous is not None else None
         )
+        sections = [[(health.blocks, health.zipped)]] + [
+            [(part[i].blocks, part[i].zipped) for part in by_provider.values()]
+            for i in range(len(CONCERNS))
+        ]
         known = previous.headers if previous is not None else {}
         headers: dict[HeaderKey, tuple[bytes, bytes]] = {}
         plain: dict[Format, tuple[bytes, ...]] = {}
@@ -118,20 +134,39 @@ class EncodedSnapshot:
         for fmt in FORMATS:
             plain_parts: list[bytes] = []
             zipped_parts: list[bytes] = []
-            for encoded in concerns:
-                for item, member in zip(encoded.blocks, encoded.zipped, strict=True):
-                    key = (item.family.name, item.help, fmt)
+            for section in sections:
+                lists = [blocks for blocks, _ in section]
+                for family, help_text, positions in merge(lists):
+                    key = (family.name, help_text, fmt)
                     if key not in headers:
-                        headers[key] = known.get(key) or _header(item, fmt)
+                        headers[key] = known.get(key) or _header(family, help_text, fmt)
                     text, packed = headers[key]
-                    plain_parts += (text, item.samples)
-                    zipped_parts += (packed, member)
+                    plain_parts.append(text)
+                    zipped_parts.append(packed)
+                    for i, k in positions:
+                        plain_parts.append(section[i][0][k].samples)
+                        zipped_parts.append(section[i][1][k])
             plain[fmt], zipped[fmt] = tuple(plain_parts), tuple(zipped_parts)
-        return EncodedSnapshot(snapshot.version, concerns, headers, plain, zipped)
+        return EncodedSnapshot(snapshot.version, health, by_provider, headers, plain, zipped)
 
 
-def _header(item: Block, fmt: Format) -> tuple[bytes, bytes]:
-    text = header(item.family, item.help, fmt).encode()
+def _encode_part(part: Snapshot, before: Concerns) -> Concerns:
+    """One provider's concerns, each kept from ``before`` where its runs read the same."""
+    labelled: list[Mapping[int, str]] = []
+
+    def run_labels() -> Mapping[int, str]:  # written once, and only if a family needs them
+        if not labelled:
+            labelled.append(run_labels_of(part))
+        return labelled[0]
+
+    return tuple(
+        EncodedConcern.of(concern, part, run_labels, before[i] if i < len(before) else None)
+        for i, concern in enumerate(CONCERNS)
+    )
+
+
+def _header(family: Family, help_text: str, fmt: Format) -> tuple[bytes, bytes]:
+    text = header(family, help_text, fmt).encode()
     return text, gzipped([text])
 
 

@@ -242,10 +242,69 @@ def run_labels_of(snapshot: Snapshot) -> dict[int, str]:
     return {id(view): _run_labels(view) for view in snapshot.runs}
 
 
+def provider_snapshots(snapshot: Snapshot) -> list[Snapshot]:
+    """Each provider's part as a snapshot of its own: the unit a concern is written in.
+
+    Each provider publishes on its own schedule, so a publication changes one provider's runs;
+    written per provider, the other provider's families are kept as they were instead of being
+    written again (at 10,000 runs, half the bytes and half the peak memory of a publication).
+    """
+    return [Snapshot((part,), part.runs, snapshot.version) for part in snapshot.providers]
+
+
+Position = tuple[int, int]  # (which provider's list, which block in it)
+
+
+def merge(lists: Sequence[Sequence[Block]]) -> list[tuple[c.Family, str, list[Position]]]:
+    """One concern's blocks as each provider wrote them, as families of the whole exposition.
+
+    Each family comes once, in the order the writers use (a family every provider writes
+    comes where each puts it; of two that only some write, the alphabetically first, which is
+    the writers' order for step families), with the positions of its blocks in provider order
+    (the order of ``Snapshot.runs``). A step family that several providers fill gets a HELP
+    naming every provider's metric.
+    """
+    names = [[item.family.name for item in blocks] for blocks in lists]
+    heads = [0] * len(lists)
+    merged: list[tuple[c.Family, str, list[Position]]] = []
+    while True:
+        ready = {found[at] for found, at in zip(names, heads, strict=True) if at < len(found)}
+        if not ready:
+            return merged
+        free = {
+            name
+            for name in ready
+            if not any(name in n[at + 1 :] for n, at in zip(names, heads, strict=True))
+        }
+        name = min(free or ready)
+        positions: list[Position] = []
+        for index, found in enumerate(names):
+            if heads[index] < len(found) and found[heads[index]] == name:
+                positions.append((index, heads[index]))
+                heads[index] += 1
+        merged.append((*_header_of([lists[i][k] for i, k in positions]), positions))
+
+
+def _header_of(blocks: Sequence[Block]) -> tuple[c.Family, str]:
+    first = blocks[0]
+    if len(blocks) == 1 or not first.family.sources:
+        return first.family, first.help
+    sources = dict(pair for item in blocks for pair in item.family.sources)
+    family = c.step_family(first.family.name, sources)
+    source = first.help[len(first.family.help) + 1 :]  # the help_text() suffix
+    return family, c.help_text(family, source)
+
+
 def blocks_for(snapshot: Snapshot) -> list[Block]:
     """Every family of ``snapshot``, in ``/metrics`` order, families without samples left out."""
-    run_labels = run_labels_of(snapshot)
-    found = provider_blocks(snapshot)
+    found = [item for item in provider_blocks(snapshot) if item is not None]
+    parts = provider_snapshots(snapshot)
     for concern in CONCERNS:
-        found.extend(concern.write(snapshot, run_labels))
-    return [item for item in found if item is not None]
+        lists = [
+            [item for item in concern.write(part, run_labels_of(part)) if item is not None]
+            for part in parts
+        ]
+        for family, help_text, positions in merge(lists):
+            samples = b"".join(lists[i][k].samples for i, k in positions)
+            found.append(Block(family, help_text, samples))
+    return found

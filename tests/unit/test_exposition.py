@@ -13,7 +13,8 @@ from exporter import contract as c
 from exporter.core.snapshot import Snapshot
 from exporter.encoding import FORMATS
 from exporter.exposition import PROMETHEUS_3_ACCEPT, EncodedSnapshot, ExpositionCache
-from tests.snapshots import cohere_view, snapshot_of, step
+from exporter.families import CONCERNS
+from tests.snapshots import cohere_view, snapshot_of, step, together_view
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -161,3 +162,57 @@ def test_a_changed_value_or_a_run_gone_is_written_again() -> None:
     assert b'finetune_id="b"' not in b"".join(bodies(gone).values())
     fresh = EncodedSnapshot.of(two_runs(loss=0.4, polled_at=100.0, keep=False))
     assert bodies(gone) == bodies(fresh)
+
+
+def both_providers(*, cohere_loss: float, together_loss: float, shared: float) -> Snapshot:
+    """A run of each provider; both log ``accuracy``, so one family holds both providers."""
+    return snapshot_of(
+        cohere_view(
+            "c1",
+            "c1",
+            "STATUS_FINETUNING",
+            newest_step=step(4, 1.0, {"cross_entropy": cohere_loss, "accuracy": shared}),
+            up=True,
+        ),
+        together_view(
+            "ft-1",
+            "t1",
+            "running",
+            newest_step=step(7, 2.0, {"train/loss": together_loss, "accuracy": shared}),
+        ),
+        up=True,
+    )
+
+
+def test_a_change_at_one_provider_keeps_the_other_providers_bytes() -> None:
+    first = EncodedSnapshot.of(both_providers(cohere_loss=0.9, together_loss=0.7, shared=0.5))
+    later = both_providers(cohere_loss=0.8, together_loss=0.7, shared=0.5)
+    second = EncodedSnapshot.of(later, first)
+
+    def rewritten(provider: str) -> set[str]:
+        pairs = zip(first.by_provider[provider], second.by_provider[provider], strict=True)
+        return {
+            concern.write.__name__
+            for concern, (old, new) in zip(CONCERNS, pairs, strict=True)
+            if new is not old
+        }
+
+    assert rewritten("together") == {"last_success_blocks"}  # new with every publication
+    assert rewritten("cohere") == {"last_success_blocks", "step_blocks"}
+    assert bodies(second) == bodies(EncodedSnapshot.of(later))
+
+
+def test_a_family_both_providers_fill_comes_once_with_both_sources() -> None:
+    encoded = EncodedSnapshot.of(both_providers(cohere_loss=0.9, together_loss=0.7, shared=0.5))
+    for fmt in FORMATS:
+        parse = parse_om if fmt == "openmetrics" else parse_text
+        body = b"".join(encoded.plain[fmt]).decode()
+        if fmt == "openmetrics":
+            body += "# EOF\n"
+        families = [family.name for family in parse(body)]
+        assert len(families) == len(set(families))  # every family once, all its samples together
+        accuracy = next(f for f in parse(body) if f.name == "finetune_step_accuracy")
+        assert "'accuracy' (cohere), 'accuracy' (together)" in accuracy.documentation
+        assert {s.labels["provider"] for s in accuracy.samples} == {"cohere", "together"}
+    assert body.index("finetune_step_accuracy") < body.index("finetune_step_cross_entropy")
+    assert body.index("finetune_step_cross_entropy") < body.index("finetune_step_train_loss")
