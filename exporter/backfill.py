@@ -18,6 +18,7 @@ hold millions of steps without the whole history as objects in memory at once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,7 +50,7 @@ class BackfillResult:
     skipped: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlacedStep:
     """One step placed in time: integer milliseconds, and the metrics that become families."""
 
@@ -117,24 +118,23 @@ def place_in_time(steps: Iterable[StepRecord], max_metrics: int) -> tuple[list[P
     and are left out. As in the live exporter, a step keeps its first ``max_metrics`` metric
     names in alphabetical order.
     """
-    timed: list[tuple[int, float, StepRecord]] = []
-    skipped = 0
-    for step in steps:
-        if step.created_at is None:
-            skipped += 1
-        else:
-            timed.append((step.number, step.created_at, step))
-    timed.sort(key=lambda item: (item[0], item[1]))
+    every = list(steps)
+    timed = [step for step in every if step.created_at is not None]
+    skipped = len(every) - len(timed)
+    del every
+    timed.sort(key=lambda step: (step.number, step.created_at))
     kept: list[PlacedStep] = []
     earliest_later = math.inf
-    for number, created_at, step in reversed(timed):
+    for step in reversed(timed):
+        created_at = step.created_at
+        assert created_at is not None  # only timed steps are left
         ms = milliseconds(created_at)
         if ms >= earliest_later:
             skipped += 1
             continue
         earliest_later = ms
         cut, _ = trimmed(step, max_metrics)
-        kept.append(PlacedStep(ms, number, created_at, cut.metrics))
+        kept.append(PlacedStep(ms, step.number, created_at, cut.metrics))
     kept.reverse()
     return kept, skipped
 
@@ -203,17 +203,20 @@ def _metric_points(history: RunHistory, metric: str) -> Iterator[tuple[int, str]
 Series = Iterable[tuple[str, Iterable[tuple[int, str]]]]
 
 
+#: Sample lines formatted before one write: a run of 50,000 steps is never one string.
+WRITE_BATCH = 1024
+
+
 def _write_family(out: TextIO, family: c.Family, help_text: str, series: Series) -> int:
     """HELP and TYPE once, then every series in turn; nothing at all for a family without data."""
     count = 0
     for labels, points in series:
-        lines = [f"{family.sample}{labels} {value} {_seconds(ms)}\n" for ms, value in points]
-        if not lines:
-            continue
-        if count == 0:
-            out.write(encoding.header(family, help_text, "openmetrics"))
-        out.write("".join(lines))
-        count += len(lines)
+        lines = (f"{family.sample}{labels} {value} {_seconds(ms)}\n" for ms, value in points)
+        while batch := list(itertools.islice(lines, WRITE_BATCH)):
+            if count == 0:
+                out.write(encoding.header(family, help_text, "openmetrics"))
+            out.write("".join(batch))
+            count += len(batch)
     return count
 
 

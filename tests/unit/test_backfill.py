@@ -13,7 +13,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample, Timestamp
 from pydantic import SecretStr
 
-from exporter.backfill import BackfillResult, backfill, place_in_time
+from exporter import contract as c
+from exporter.backfill import WRITE_BATCH, BackfillResult, _write_family, backfill, place_in_time
 from exporter.contract import step_family_name
 from exporter.core.discovery import Discovery
 from exporter.core.sharding import EVERY_RUN, Shard
@@ -411,3 +412,16 @@ async def test_against_the_simulator_every_step_in_both_orders(step_order: StepO
             assert value == want or (math.isnan(value) and math.isnan(want))
         assert names[model_id] == world.model(model_id)["name"]
     assert any(math.isnan(s.value) for s in losses)  # the simulator's NaN step survives
+
+
+def test_a_series_longer_than_a_batch_is_written_whole_under_one_header() -> None:
+    out = io.StringIO()
+    points = [(1_000 * n, str(n)) for n in range(2 * WRITE_BATCH + 5)]
+    written = _write_family(out, c.STEP_NUMBER, "h", [('{x="1"}', iter(points))])
+    lines = out.getvalue().splitlines()
+    assert written == len(points)
+    assert [line for line in lines if line.startswith("# ")] == [
+        "# HELP finetune_step_number h",
+        "# TYPE finetune_step_number gauge",
+    ]
+    assert lines[2:] == [f'finetune_step_number{{x="1"}} {n} {n}.000' for n in range(len(points))]
