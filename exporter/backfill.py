@@ -133,8 +133,13 @@ def place_in_time(steps: Iterable[StepRecord], max_metrics: int) -> tuple[list[P
             skipped += 1
             continue
         earliest_later = ms
-        cut, _ = trimmed(step, max_metrics)
-        kept.append(PlacedStep(ms, step.number, created_at, cut.metrics))
+        # Trimmed only when over the limit: a copy of every step's metrics would double them.
+        metrics = (
+            step.metrics
+            if len(step.metrics) <= max_metrics
+            else trimmed(step, max_metrics)[0].metrics
+        )
+        kept.append(PlacedStep(ms, step.number, created_at, metrics))
     kept.reverse()
     return kept, skipped
 

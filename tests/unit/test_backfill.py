@@ -17,6 +17,7 @@ from exporter import contract as c
 from exporter.backfill import WRITE_BATCH, BackfillResult, _write_family, backfill, place_in_time
 from exporter.contract import step_family_name
 from exporter.core.discovery import Discovery
+from exporter.core.provider import StepRecord
 from exporter.core.sharding import EVERY_RUN, Shard
 from exporter.providers.cohere.client import CohereClient
 from exporter.providers.cohere.models import (
@@ -425,3 +426,12 @@ def test_a_series_longer_than_a_batch_is_written_whole_under_one_header() -> Non
         "# TYPE finetune_step_number gauge",
     ]
     assert lines[2:] == [f'finetune_step_number{{x="1"}} {n} {n}.000' for n in range(len(points))]
+
+
+def test_placed_steps_keep_the_first_metrics_alphabetically_over_the_limit() -> None:
+    wide = StepRecord(1, 10.0, {"b": 2.0, "a": 1.0, "c": 3.0})
+    narrow = StepRecord(2, 20.0, {"z": 9.0})
+    points, skipped = place_in_time([wide, narrow], max_metrics=2)
+    assert skipped == 0
+    assert [dict(point.metrics) for point in points] == [{"a": 1.0, "b": 2.0}, {"z": 9.0}]
+    assert points[1].metrics is narrow.metrics  # under the limit: the step's own, not a copy
