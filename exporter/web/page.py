@@ -107,8 +107,8 @@ def card(view: RunView) -> str:
     if drawn is not None:
         curve = drawn.svg + _legend(drawn)
     return (
-        f'<article class="r {run.phase}"><h3><span class="n" title="{esc(run.id)}">'
-        f'{esc(name)}</span><span class="p" title="status: {esc(status or "unknown")}">'
+        f'<article class="r {run.phase}"><h3><span class="n">{esc(name)}</span>'
+        f'<span class="p" title="status: {esc(status or "unknown")}">'
         f"{run.phase}</span></h3>"
         f'<p class="s">{" · ".join(sub)}</p>'
         f"{_progress(view)}{_values(view)}{curve}{_footer(view)}</article>"

@@ -150,9 +150,10 @@ def test_strings_from_an_api_stay_text_wherever_they_land() -> None:
         assert "style" not in element.attrs
     (name,) = root.find("span", "n")
     assert name.all_text() == HOSTILE  # HTML text
-    assert name.attrs["title"] == "ft-" + HOSTILE  # an attribute
+    (run_id,) = root.find("span", "i")
+    assert run_id.all_text() == "ft-" + HOSTILE
     (phase,) = root.find("span", "p")
-    assert phase.attrs["title"] == f"status: {HOSTILE}"
+    assert phase.attrs["title"] == f"status: {HOSTILE}"  # an attribute
     (svg_title,) = root.find("title")
     assert svg_title.all_text() == f"{HOSTILE}: {HOSTILE} loss"  # inside the SVG
     assert HOSTILE in root.find("p", "s")[0].all_text()
