@@ -269,6 +269,18 @@ async def test_steps_already_processed_keep_only_their_number(
     assert (old.step_number, old.created_at, old.metrics) == (11, None, {})
 
 
+async def test_of_the_steps_already_processed_only_the_first_last_and_lowest_stay(
+    client: CohereClient, mock_api: aioresponses
+) -> None:
+    # newest first, with an out-of-order entry: what paging reads (order, lowest) survives
+    numbers = [14, 12, 11, 9, 5, 8, 7]
+    body = {"step_metrics": [{"step_number": n, "metrics": {"loss": 0.1}} for n in numbers]}
+    mock_api.get(STEPS_URL, status=200, payload=body)
+    page = await client.list_step_metrics(MODEL, from_step=12)
+    assert [s.step_number for s in page.step_metrics] == [14, 12, 11, 5, 7]
+    assert [s.metrics for s in page.step_metrics] == [{"loss": 0.1}] * 2 + [{}] * 3
+
+
 async def test_a_processed_step_with_a_bad_number_still_fails_the_page(
     client: CohereClient, mock_api: aioresponses
 ) -> None:

@@ -54,8 +54,9 @@ class TrainingStepMetrics(ApiObject):
 
 class ListTrainingStepMetricsResponse(ApiObject):
     """A page of steps. With ``{"from_step": n}`` as validation context, steps below ``n``
-    (already processed: a newest-first page is mostly those) keep only their number, which is
-    all the paging needs: their times and metrics are not parsed, which makes a page with
+    (already processed: a newest-first page is mostly those) are not parsed beyond their
+    number, and only the first, the last and the lowest of them are kept, each as its number
+    alone: all that paging needs (the page's order and where it ends), which makes a page with
     nothing new cheap. A step number that is not one still fails the whole page."""
 
     step_metrics: list[TrainingStepMetrics] = Field(default_factory=list)
@@ -67,14 +68,20 @@ class ListTrainingStepMetricsResponse(ApiObject):
         start = (info.context or {}).get("from_step")
         if start is None or not isinstance(entries, list):
             return entries
-        kept: list[Any] = []
-        for entry in entries:
-            if isinstance(entry, dict):
-                number = parse_int(entry.get("step_number", 0))
-                if number < start:
-                    entry = {"step_number": number}
-            kept.append(entry)
-        return kept
+        numbers = [
+            parse_int(entry.get("step_number", 0)) if isinstance(entry, dict) else None
+            for entry in entries
+        ]
+        old = [(i, n) for i, n in enumerate(numbers) if n is not None and n < start]
+        if not old:
+            return entries
+        lowest = min(old, key=lambda pair: pair[1])
+        marks = {old[0][0], old[-1][0], lowest[0]}
+        return [
+            {"step_number": number} if i in marks else entry
+            for i, (entry, number) in enumerate(zip(entries, numbers, strict=True))
+            if i in marks or number is None or number >= start
+        ]
 
 
 __all__ = [
