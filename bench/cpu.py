@@ -10,18 +10,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from harness import (
-    METRICS_PATH,
-    Children,
-    Deadline,
-    cpu_seconds,
-    exporter_argv,
-    free_port,
-    http,
-    log,
-    simulate_argv,
-    wait_ok,
-)
+from commands import METRICS_PATH, exporter_argv, simulate_argv
+from harness import Children, Deadline, cpu_seconds, free_port, http, log, wait_ok
 from plan import Plan
 from scrape import request_headers
 

@@ -1,9 +1,9 @@
 """What every measurement of ``bench/run.py`` stands on: the deadline, the child processes and
-their command lines, free ports, plain HTTP, waiting for readiness or idleness, /proc readings.
+their environment, free ports, plain HTTP, waiting for readiness or idleness, /proc readings.
 
-Command lines of the exporter are spelled from ``exporter.settings`` (flag names, defaults and
-bounds), so a renamed flag or a moved bound breaks the benchmark at once instead of letting it
-measure a configuration nobody runs.
+Children run this checkout's ``exporter`` (its root is put first on ``PYTHONPATH``), whatever
+copy of the package the virtual environment has installed, so the numbers belong to the code
+next to the harness. Their command lines are built in ``commands``.
 """
 
 from __future__ import annotations
@@ -22,35 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotated_types import Le
-
-from exporter.settings import Settings, spelling
+from exporter.settings import PROVIDERS, Settings, spelling
 
 BENCH = Path(__file__).resolve().parent
-PYTHON = sys.executable
+#: The checkout the harness belongs to: its children run this tree's ``exporter``.
+ROOT = BENCH.parent
 API_KEY = "bench-key-not-secret"
 MB = 1024 * 1024
-
-
-def setting_default(name: str) -> Any:
-    """The exporter's default of setting ``name``: what a deployment gets without the flag."""
-    return Settings.model_fields[name].default
-
-
-def setting_maximum(name: str) -> int:
-    """The upper bound (``le``) the exporter accepts for setting ``name``."""
-    for bound in Settings.model_fields[name].metadata:
-        if isinstance(bound, Le) and isinstance(bound.le, int):
-            return bound.le
-    raise LookupError(f"setting {name} has no integer upper bound")
-
-
-#: The path the exporter serves metrics on unless told otherwise; the baselines use it too.
-METRICS_PATH: str = setting_default("web_telemetry_path")
-#: The most runs the exporter keeps unless told otherwise.
-DEFAULT_MAX_MODELS: int = setting_default("limits_max_models")
-#: The exporter's ceiling, so that the client-side budget never throttles a benchmark.
-MAX_REQUESTS_PER_MINUTE = setting_maximum("cohere_max_requests_per_minute")
+#: Every environment variable a setting of the exporter is read from (``FINETUNE_EXPORTER_*``,
+#: ``CO_API_KEY``, ``TOGETHER_BASE_URL``...), none of which may leak from the caller.
+SETTING_ENV = frozenset(env for name in Settings.model_fields for env in spelling(name).env)
+#: The variables that give each provider its key (the first spelling of each key setting).
+KEY_ENV = tuple(spelling(f"{provider}_api_key").env[0] for provider in PROVIDERS)
 
 
 def log(message: str) -> None:
@@ -118,22 +101,30 @@ class Children:
                 proc.wait(timeout=10)
         self._procs = [(n, p) for n, p in self._procs if p is not proc]
 
+    def running(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """Every child started and not stopped yet, oldest first."""
+        return list(self._procs)
+
     def stop_all(self) -> None:
         for _, proc in list(reversed(self._procs)):
             self.stop(proc)
 
 
 def child_env() -> dict[str, str]:
-    """The environment minus anything that could reroute or reconfigure the children."""
+    """The environment minus anything that could reroute or reconfigure the children, plus a
+    key for every provider and this checkout first on ``PYTHONPATH``."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("COHERE_")
-        and k not in {"CO_API_URL", "CO_API_KEY"}
+        if k not in SETTING_ENV
+        and not k.startswith("COHERE_")  # the prefix before the providers were renamed
         and k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}
     }
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["CO_API_KEY"] = API_KEY
+    for key in KEY_ENV:
+        env[key] = API_KEY
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -143,62 +134,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def setting_flags(**values: str | int | float) -> list[str]:
-    """``serve`` flags for the given settings, each spelled as ``exporter.settings`` spells it."""
-    argv: list[str] = []
-    for name, value in values.items():
-        text = f"{value:g}" if isinstance(value, float) else str(value)
-        argv += [spelling(name).flag, text]
-    return argv
-
-
-def exporter_argv(
-    port: int,
-    api_url: str,
-    *,
-    interval: float,
-    discovery: float,
-    concurrency: int,
-    max_models: int = DEFAULT_MAX_MODELS,
-) -> list[str]:
-    """``serve`` against ``api_url`` with the budget out of the way (``--log.level warn``)."""
-    return [
-        PYTHON,
-        "-m",
-        "exporter",
-        "serve",
-        *setting_flags(
-            web_listen_address=f"127.0.0.1:{port}",
-            cohere_api_url=api_url,
-            poll_interval=float(interval),
-            poll_discovery_interval=float(discovery),
-            poll_concurrency=concurrency,
-            limits_max_models=max_models,
-            cohere_max_requests_per_minute=MAX_REQUESTS_PER_MINUTE,
-            log_level="warn",
-        ),
-    ]
-
-
-def simulate_argv(port: int, models: int, speed: float) -> list[str]:
-    return [
-        PYTHON,
-        "-m",
-        "exporter",
-        "simulate",
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "--models",
-        str(models),
-        "--seed",
-        "1",
-        "--speed",
-        f"{speed:g}",
-        "--log.level",
-        "warn",
-    ]
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -299,3 +234,14 @@ def wait_all_idle(pids: Iterable[int], deadline: Deadline) -> None:
     """Every server of a size idle: a baseline still busy must not slow another's run."""
     for pid in pids:
         wait_idle(pid, deadline)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], deadline: Deadline, *, limit: float, what: str) -> int:
+    """Wait for ``proc`` to exit, within ``limit`` seconds and the deadline; its exit code."""
+    give_up = time.monotonic() + limit
+    while proc.poll() is None:
+        if time.monotonic() > give_up:
+            raise RuntimeError(f"{what} did not finish in {limit:.0f} s")
+        deadline.check(what=f"{what} finished")
+        time.sleep(0.1)
+    return proc.returncode

@@ -9,28 +9,16 @@ are the exporter's own rules and not a copy that could drift from them.
 from __future__ import annotations
 
 import math
-import re
 import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import (
-    BENCH,
-    METRICS_PATH,
-    PYTHON,
-    Children,
-    Deadline,
-    exporter_argv,
-    free_port,
-    get_json,
-    http,
-    log,
-    wait_ok,
-)
+from commands import METRICS_PATH, PYTHON, exporter_argv
+from cycles import poll_durations
+from harness import BENCH, Children, Deadline, free_port, get_json, log, wait_ok
 from plan import Plan
 
-from exporter import contract
 from exporter.providers.cohere.provider import FINAL_STATUSES, LIST_PAGE_SIZE
 
 
@@ -76,16 +64,9 @@ class PollRun:
         return [self.first_cycle_started] + [c.started for c in self.cycles if c.list_requests]
 
 
-POLL_DURATION_SAMPLE = re.compile(
-    rb"^" + re.escape(contract.POLL_DURATION.name.encode()) + rb"(?:\{[^}]*\})? (\S+)$", re.M
-)
-
-
 def poll_duration(exp_url: str) -> float | None:
-    # gzip: the exporter sends its cached gzip, so watching it barely costs the exporter
-    body = http(f"{exp_url}{METRICS_PATH}", headers={"Accept-Encoding": "gzip"}).body
-    match = POLL_DURATION_SAMPLE.search(body)
-    return float(match.group(1)) if match else None
+    """The Cohere provider's last poll duration (the latency simulator is a Cohere API)."""
+    return poll_durations(exp_url, METRICS_PATH).get("cohere")
 
 
 def active_ids(sim_url: str) -> set[str]:

@@ -1,5 +1,6 @@
 """Measurements 1 and 4: ``/metrics`` of the exporter and of both baselines under ``wrk``, at
-one model count, in every format and encoding, and the peak memory that serving cost.
+one number of runs (half Cohere, half Together AI, one exporter polling both), in every format
+and encoding, and the peak memory that serving cost.
 
 Each format is asked for the way its clients ask: the classic text format with no ``Accept``
 header, OpenMetrics with the ``Accept`` header Prometheus 3 sends, so the OpenMetrics cells
@@ -12,26 +13,23 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from commands import METRICS_PATH, PYTHON
+from fleet import Fleet
 from harness import (
     BENCH,
-    DEFAULT_MAX_MODELS,
     MB,
-    METRICS_PATH,
-    PYTHON,
-    Children,
     Deadline,
     count_series,
-    exporter_argv,
     free_port,
     http,
     log,
     proc_status_kb,
-    simulate_argv,
     wait_all_idle,
     wait_ok,
 )
 from plan import Plan
-from wrk import WrkResult, fmt_ms, run_wrk
+from table import fmt_ms
+from wrk import WrkResult, run_wrk
 
 from exporter.encoding import FORMATS, Format
 from exporter.exposition import PROMETHEUS_3_ACCEPT
@@ -77,6 +75,7 @@ class Body:
 @dataclass
 class ScrapeSize:
     models: int
+    runs: dict[str, int] = field(default_factory=dict)  # provider → runs
     first_cycle_s: float = 0.0
     bodies: dict[Format, Body] = field(default_factory=dict)
     results: dict[tuple[str, Format, bool], WrkResult] = field(default_factory=dict)
@@ -154,37 +153,23 @@ def load_all(
             )
 
 
-def bench_scrape(children: Children, plan: Plan, models: int, deadline: Deadline) -> ScrapeSize:
-    """Measurements 1 and 4 at one size: the exporter and both baselines under ``wrk``."""
-    result = ScrapeSize(models)
-    sim_port, exp_port, cp_port, static_port = (free_port() for _ in range(4))
+def bench_scrape(f: Fleet, plan: Plan, deadline: Deadline) -> ScrapeSize:
+    """Measurements 1 and 4 at one size: an exporter polling the fleet's simulators and both
+    baselines under ``wrk``."""
+    models = f.total_runs
+    result = ScrapeSize(models, dict(f.runs))
+    cp_port, static_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        # A clock at 1/1000 of real time and one poll cycle an hour: the data stays put.
-        sim = children.start(f"simulator-{models}", simulate_argv(sim_port, models, 0.001))
-        procs.append(sim)
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        wait_ok(f"{sim_url}/healthz", sim, deadline, limit=60, what="simulator")
-        exporter = children.start(
-            f"exporter-{models}",
-            exporter_argv(
-                exp_port,
-                sim_url,
-                interval=3600,
-                discovery=3600,
-                concurrency=32,
-                max_models=max(DEFAULT_MAX_MODELS, 2 * models),
-            ),
-        )
-        procs.append(exporter)
-        exp_url = f"http://127.0.0.1:{exp_port}"
-        result.first_cycle_s = wait_ok(
-            f"{exp_url}/readyz", exporter, deadline, limit=60 + models * 0.02, what="exporter"
-        )
-        result.bodies = {fmt: capture(exp_url, children.logdir, models, fmt) for fmt in FORMATS}
+        # One poll cycle an hour: the data stays put, and no cycle competes with a wrk run.
+        exporter = f.start_exporter("scrape", deadline, interval=3600, discovery=3600)
+        procs.append(exporter.proc)
+        exp_url = exporter.url
+        result.first_cycle_s = exporter.ready_s
+        result.bodies = {fmt: capture(exp_url, f.children.logdir, models, fmt) for fmt in FORMATS}
         baseline: dict[str, subprocess.Popen[bytes]] = {}
         for kind, port in (("client_python", cp_port), ("static", static_port)):
-            baseline[kind] = children.start(
+            baseline[kind] = f.children.start(
                 f"{kind}-{models}", baseline_argv(kind, port, result.bodies)
             )
             procs.append(baseline[kind])
@@ -200,14 +185,14 @@ def bench_scrape(children: Children, plan: Plan, models: int, deadline: Deadline
             check_baseline(kind, urls[kind], result)
         for fmt, body in result.bodies.items():
             log(
-                f"{models} models, {fmt}: {body.series} series, {body.plain_bytes / MB:.1f} MB "
+                f"{models} runs, {fmt}: {body.series} series, {body.plain_bytes / MB:.1f} MB "
                 f"({body.gzip_bytes / MB:.2f} MB gzipped)"
             )
-        log(f"{models} models: first poll cycle {result.first_cycle_s:.1f} s")
+        log(f"{models} runs: first poll cycle {result.first_cycle_s:.1f} s")
         load_all(result, urls, pids, plan, deadline)
         for server, pid in pids.items():
             result.peak_rss_kb[server] = proc_status_kb(pid, "VmHWM")
         return result
     finally:
         for proc in reversed(procs):
-            children.stop(proc)
+            f.children.stop(proc)

@@ -91,16 +91,6 @@ def wrk_version() -> str:
     return first[0].split(" [")[0] if first else "wrk"
 
 
-def fmt_ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value:.2f} ms"
-    if value < 100:
-        return f"{value:.1f} ms"
-    return f"{value:,.0f} ms"
-
-
 def fmt_rps(result: WrkResult) -> str:
     text = f"{result.rps:,.1f}" if result.rps < 100 else f"{result.rps:,.0f}"
     if result.errors or result.non_2xx:
