@@ -17,6 +17,7 @@ CPU time; a cycle's requests are the difference between its end and the previous
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import re
 import time
@@ -57,8 +58,17 @@ def parse_poll_durations(text: bytes) -> dict[str, float]:
 
 
 def inflate_prefix(body: bytes, limit: int = PREFIX_BYTES) -> bytes:
-    """The text at the start of a gzip body: only the first ``limit`` compressed bytes."""
-    return zlib.decompressobj(31).decompress(body[:limit])
+    """The text at the start of a gzip body: only the first ``limit`` compressed bytes. The
+    exporter sends gzip members back to back (RFC 1952 allows it), so each member found in the
+    prefix is inflated in turn, the last one as far as the prefix reaches."""
+    data, text = body[:limit], []
+    while data:
+        member = zlib.decompressobj(31)
+        text.append(member.decompress(data))
+        if not member.eof:
+            break
+        data = member.unused_data
+    return b"".join(text)
 
 
 def poll_durations(exporter_url: str, metrics_path: str) -> dict[str, float]:
@@ -68,7 +78,7 @@ def poll_durations(exporter_url: str, metrics_path: str) -> dict[str, float]:
     ).body
     found = parse_poll_durations(inflate_prefix(body))
     if not found:  # families moved further in: read it all
-        found = parse_poll_durations(zlib.decompress(body, 31))
+        found = parse_poll_durations(gzip.decompress(body))
     return found
 
 
@@ -140,13 +150,27 @@ def runs_delta(after: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str,
     return {run: n for run, n in changed.items() if n}
 
 
+def previous_cycle(cycle: Cycle, cycles: Sequence[Cycle]) -> Cycle | None:
+    """The provider's cycle before ``cycle``, if one was seen."""
+    earlier = [c for c in cycles if c.provider == cycle.provider and c.end.seen < cycle.end.seen]
+    return earlier[-1] if earlier else None
+
+
 def previous_counts(
     cycle: Cycle, cycles: Sequence[Cycle], baseline: Mapping[str, Mapping[str, Any]]
 ) -> Mapping[str, Any]:
     """The counters at the end of the provider's cycle before ``cycle``, or, for its first
     cycle, as they were when watching began (``baseline``, by provider)."""
-    earlier = [c for c in cycles if c.provider == cycle.provider and c.end.seen < cycle.end.seen]
-    return earlier[-1].end.counts if earlier else baseline[cycle.provider]
+    earlier = previous_cycle(cycle, cycles)
+    return earlier.end.counts if earlier is not None else baseline[cycle.provider]
+
+
+def countable(cycle: Cycle, cycles: Sequence[Cycle]) -> bool:
+    """Whether the counters around ``cycle`` hold its requests and no other cycle's: read at
+    its end before the next cycle started, and at the end of the one before before it started
+    (a late read there counts some of this cycle's requests in the one before)."""
+    earlier = previous_cycle(cycle, cycles)
+    return not cycle.overlapped and (earlier is None or not earlier.overlapped)
 
 
 @dataclass

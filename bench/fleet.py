@@ -25,6 +25,11 @@ PROVIDER_PHASES: dict[str, Mapping[str, Phase]] = {
     "cohere": COHERE_PHASES,
     "together": TOGETHER_PHASES,
 }
+#: Simulated seconds per real second of the simulators the measurements poll: a millionth, so a
+#: whole run of the benchmark lasts a few simulated milliseconds, no run logs a step or changes
+#: status while it is measured, and every cycle after the first finds nothing new. (The
+#: simulators refuse a speed of 0.)
+STILL_SPEED = 1e-6
 #: Seconds the first poll cycle may take per run, on top of a minute (10,000 runs on two
 #: shared cores: a few minutes, most of it the simulators building their metric logs).
 READY_SECONDS_PER_RUN = 0.06
@@ -136,11 +141,11 @@ def fleet(
     runs: Mapping[str, int],
     deadline: Deadline,
     *,
-    speed: float = 0.001,
+    speed: float = STILL_SPEED,
     scenario: Path | None = None,
 ) -> Iterator[Fleet]:
     """Simulators of ``runs`` (provider → runs; a provider with 0 runs gets none) at ``speed``
-    (1/1000 of real time by default: the data does not change during a measurement), stopped
+    (a millionth of real time by default: the data does not change during a measurement), stopped
     with every exporter started from them when the block ends."""
     started = Fleet(name, children, {p: n for p, n in runs.items() if n > 0 or scenario})
     before = {id(proc) for _, proc in children.running()}

@@ -149,7 +149,7 @@ def long_job_rows(result: LongJob) -> Iterator[Row]:
         f"first poll of a finished Together job of {long.steps:,} steps: peak RSS (VmHWM) after "
         f"the first cycle, minus that for {short.steps:,} steps; newest step, phase, steps "
         "processed",
-        f"+{grown / 1024:.1f} MB ({fmt_mb(long.exporter_hwm_kb)} against "
+        f"{grown / 1024:+.1f} MB ({fmt_mb(long.exporter_hwm_kb)} against "
         f"{fmt_mb(short.exporter_hwm_kb)}); newest {_number(long.exporter_newest)} of "
         f"{long.newest:,}, phase {long.exporter_phase}, {_number(long.exporter_processed)} "
         "processed",
@@ -163,7 +163,7 @@ def long_job_rows(result: LongJob) -> Iterator[Row]:
         "10",
         f"backfill of the same job: peak RSS (ru_maxrss) minus a backfill of {short.steps:,} "
         "steps; distinct steps written",
-        f"+{grown / 1024:.1f} MB ({fmt_mb(long.backfill_kb)} against "
+        f"{grown / 1024:+.1f} MB ({fmt_mb(long.backfill_kb)} against "
         f"{fmt_mb(short.backfill_kb)}); {long.backfilled_steps:,} of {long.steps:,} steps in "
         f"{long.backfill_s:.1f} s"
         + (f", exit code {long.backfill_code}" if long.backfill_code else ""),

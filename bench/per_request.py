@@ -1,6 +1,6 @@
 """Measurement 6: the exporter's CPU per upstream request, in poll cycles with nothing new.
 
-An exporter polls simulators whose clock runs at 1/1000 of real time, so every cycle after the
+An exporter polls simulators whose clock runs at a millionth of real time, so every cycle after the
 first asks each active run for its steps and finds nothing new. After ``/readyz`` and one more
 complete cycle of every provider, nothing touches the exporter for the window: its utime +
 stime over the window, divided by the requests both simulators served in it, is what one

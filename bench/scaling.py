@@ -1,7 +1,7 @@
 """Measurements 6, 7 and 8 on exporters that cycle: CPU per upstream request, how memory, CPU
 and requests per cycle grow with the number of runs, and the first scrapes after new snapshots.
 
-For each size (half the runs Cohere, half Together AI, clocks at 1/1000 of real time so every
+For each size (half the runs Cohere, half Together AI, clocks at a millionth of real time so every
 cycle after the first finds nothing new), one exporter polls both simulators on a poll interval
 that leaves a gap after each cycle, with a discovery interval longer than the measurement (so
 no cycle walks the run lists: walks are left out, and any request other than a step read is
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from commands import METRICS_PATH
-from cycles import METRICS_KIND, Cycle, Watch, delta, previous_counts, runs_delta
+from cycles import METRICS_KIND, Cycle, Watch, countable, delta, previous_counts, runs_delta
 from first_scrape import FirstScrapes, measure_first_scrapes
 from fleet import Exporter, Fleet
 from harness import Deadline, log, proc_status_kb
@@ -91,10 +91,10 @@ def count_cycles(
     found = ProviderCycles(len(active))
     expected = dict.fromkeys(active, 1)
     for cycle in [c for c in cycles if c.provider == provider][settle:]:
-        before = previous_counts(cycle, cycles, baseline)
-        if cycle.overlapped:
+        if not countable(cycle, cycles):
             found.overlapped += 1
             continue
+        before = previous_counts(cycle, cycles, baseline)
         steps = delta(cycle.end.counts, before, METRICS_KIND[provider])
         found.requests.append(steps)
         found.other.append(delta(cycle.end.counts, before, "total") - steps)
@@ -258,7 +258,7 @@ def scaling_rows(sizes: list[ScalingSize], plan: Plan) -> Iterator[Row]:
         others = sum(sum(s.providers[provider].other) for s in sizes)
         notes = [] if once else ["NOT each active run once"]
         if overlapped:
-            notes.append(f"{overlapped} cycles ran into the next and were not counted")
+            notes.append(f"{overlapped} cycles not counted (counters read while another ran)")
         if others:
             notes.append(f"{others} other requests")
         yield exporter_row(

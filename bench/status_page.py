@@ -1,6 +1,6 @@
 """Measurement 9: the status page ``/`` at ``status_runs`` runs, its time to first byte and size.
 
-An exporter polls ``status_runs`` runs (half each provider, clocks at 1/1000 of real time) and,
+An exporter polls ``status_runs`` runs (half each provider, clocks at a millionth of real time) and,
 after its first cycle, no more (an hour's poll interval), so every request after the first is
 served from the render of that one snapshot. The very first request after ``/readyz`` renders
 the page and is reported apart. Each request opens its own connection, as a page load does,

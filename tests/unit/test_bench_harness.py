@@ -2,15 +2,18 @@
 lines are accepted by ``serve``, ``simulate`` and ``backfill``, its OpenMetrics cells really
 negotiate OpenMetrics, and its readings (``wrk``, the poll durations in a gzip body's first
 bytes, poll cycles from publications, backfilled steps) and its arithmetic (percentiles, the
-least-squares slope, targets by size) hold."""
+least-squares slope) hold; the verdicts on them are in ``test_bench_targets``."""
 
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -18,10 +21,10 @@ import commands
 import cycles
 import fleet
 import harness
+import latency_simulator
 import long_job
 import per_request
 import plan
-import report
 import scaling
 import scrape
 import table
@@ -36,6 +39,8 @@ from exporter.core.snapshot import ProviderPart, RunView, Snapshot
 from exporter.exposition import EncodedSnapshot, negotiate
 from exporter.settings import load_settings
 from exporter.simulator import Scenario, SimClock
+from exporter.simulator.cohere import CohereWorld
+from exporter.simulator.cohere.plan import SimStep
 from exporter.simulator.together import TogetherWorld
 
 APIS = {"cohere": "http://127.0.0.1:18043", "together": "http://127.0.0.1:18044"}
@@ -72,10 +77,12 @@ def test_max_models_leaves_no_run_out() -> None:
 
 
 def test_simulate_and_backfill_command_lines_are_accepted(tmp_path: Path) -> None:
+    speed = fleet.STILL_SPEED
     sim = build_parser().parse_args(
-        commands.simulate_argv(18044, 7, 0.001, provider="together", scenario=long_job.LONG_JOB)[3:]
+        commands.simulate_argv(18044, 7, speed, provider="together", scenario=long_job.LONG_JOB)[3:]
     )
-    assert (sim.command, sim.provider, sim.runs, sim.speed) == ("simulate", "together", 7, 0.001)
+    assert (sim.command, sim.provider, sim.runs, sim.speed) == ("simulate", "together", 7, speed)
+    assert 0 < speed * 3600 < 0.01  # an hour of benchmark is under 10 simulated ms
     assert sim.scenario == str(long_job.LONG_JOB)
     out = tmp_path / "history.om"
     args = build_parser().parse_args(
@@ -108,11 +115,6 @@ def test_each_cell_negotiates_its_own_format() -> None:
         assert ("Accept-Encoding" in headers) == use_gzip
 
 
-def test_scrape_targets_are_stricter_at_ten_thousand_runs() -> None:
-    assert report.scrape_targets(1000) == (0.5, 2.0)
-    assert report.scrape_targets(10_000) == (0.8, 1.5)
-
-
 def test_runs_are_split_between_providers() -> None:
     assert fleet.split_runs(10_000) == {"cohere": 5000, "together": 5000}
     assert fleet.split_runs(101) == {"cohere": 51, "together": 50}
@@ -132,7 +134,9 @@ def test_poll_durations_are_read_from_the_first_bytes_of_the_exporters_gzip_body
         ProviderPart("cohere", poll_duration=1.25, ready=True),
         ProviderPart("together", runs=runs, poll_duration=7.5, ready=True),
     )
-    zipped = EncodedSnapshot.of(Snapshot.join(parts, 3)).zipped["openmetrics"]
+    members = EncodedSnapshot.of(Snapshot.join(parts, 3)).zipped["openmetrics"]
+    assert len(members) > 2  # gzip members back to back, as the exporter sends them
+    zipped = b"".join(members)
     assert len(zipped) > cycles.PREFIX_BYTES  # the prefix is all that is inflated
     assert cycles.parse_poll_durations(cycles.inflate_prefix(zipped)) == {
         "cohere": 1.25,
@@ -296,3 +300,75 @@ def test_wrk_sends_every_header() -> None:
     assert argv[-1] == "http://x/metrics"
     assert argv.count("-H") == 2
     assert f"Accept: {scrape.ACCEPT['openmetrics']['Accept']}" in argv
+
+
+def test_previous_counts_are_the_end_of_the_same_providers_cycle_before() -> None:
+    pubs = [
+        _pub("cohere", 10.0, 1.0, 100),
+        _pub("together", 11.0, 2.0, 7),
+        _pub("cohere", 20.0, 1.0, 200),
+        _pub("together", 21.0, 2.0, 14),
+        _pub("cohere", 30.0, 1.0, 300),
+        _pub("together", 31.0, 2.0, 21),
+    ]
+    found = cycles.group_cycles(pubs, tolerance=2.0)
+    baseline = {"cohere": {"total": 1}, "together": {"total": 2}}
+    cohere = [c for c in found if c.provider == "cohere"]
+    together = [c for c in found if c.provider == "together"]
+    assert cycles.previous_counts(cohere[0], found, baseline) == {"total": 1}
+    assert cycles.previous_counts(together[0], found, baseline) == {"total": 2}
+    assert cycles.previous_counts(cohere[1], found, baseline)["total"] == 100
+    assert cycles.previous_counts(together[1], found, baseline)["total"] == 7
+
+
+def test_wrk_report_in_seconds_and_without_requests() -> None:
+    slow = WRK_OUTPUT.replace("850.00us", "1.50s").replace("1.90ms", "2.00m")
+    result = wrk.parse_wrk(slow)
+    assert result.p99_ms == 1500.0
+    assert result.p50_ms == 120_000.0
+    empty = wrk.parse_wrk("Running 3s test @ http://x\n  0 requests in 3.00s, 0B read\n")
+    assert (empty.rps, empty.requests, empty.p50_ms, empty.p99_ms) == (0.0, 0, None, None)
+
+
+def test_a_late_read_spoils_its_own_cycle_and_the_next() -> None:
+    pubs = [
+        _pub("cohere", 6.0, 6.0, 100),
+        _pub("cohere", 26.0, 6.0, 200, read_at=40.5),  # read after the next started (at 40)
+        _pub("cohere", 46.0, 6.0, 300),  # counted from that late read: some requests missing
+        _pub("cohere", 66.0, 6.0, 400),
+        _pub("cohere", 86.0, 6.0, 500),  # the last: nothing says it has ended
+    ]
+    found = cycles.group_cycles(pubs, tolerance=2.0)
+    assert [cycles.countable(c, found) for c in found] == [True, False, False, True]
+    counted = scaling.count_cycles(found, {"cohere": {}}, "cohere", set(), settle=0)
+    assert counted.overlapped == 2
+    assert counted.requests == [100, 100]
+
+
+async def test_the_latency_simulator_sends_kept_answers_and_still_counts_them() -> None:
+    world = CohereWorld(models=3, seed=1, clock=SimClock(frozen=True))
+    app = latency_simulator.build_latency_app(world, 0.0, cache=True)
+    model = world.model_ids()[0]
+    path = str(app.router["list_step_metrics"].url_for(id=model))
+    asked: list[str] = []
+    steps = world.steps
+
+    def counted(model_id: str) -> list[SimStep]:
+        asked.append(model_id)
+        return steps(model_id)
+
+    world.steps = counted  # type: ignore[method-assign]
+    async with TestServer(app) as server, ClientSession() as client:
+        answers = []
+        for _ in range(3):
+            async with client.get(server.make_url(path)) as response:
+                assert response.status == 200
+                assert response.content_type == "application/json"
+                answers.append(await response.read())
+        async with client.get(server.make_url("/simulator/requests")) as response:
+            counts = await response.json()
+    assert answers[0] == answers[1] == answers[2]
+    assert asked == [model]  # built once, then sent again
+    assert json.loads(answers[0])["step_metrics"]  # a real page, kept
+    assert counts["list_step_metrics"] == 3
+    assert counts["steps_by_run"] == {model: 3}
