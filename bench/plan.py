@@ -107,7 +107,7 @@ def make_plan(
         first_scrape_period=0.15,
         status_runs=2000,
         status_requests=50,
-        deadline=3000.0,
+        deadline=3600.0,
     )
     if quick:
         full = replace(
