@@ -170,7 +170,12 @@ def http(
 
 
 def get_json(url: str, *, method: str = "GET") -> Any:
-    answer = http(url, method=method)
+    """The JSON answer of a child's control route; a child that stopped answering ends the run
+    with its URL named (a ``RuntimeError``, as every failure the run reports)."""
+    try:
+        answer = http(url, method=method)
+    except OSError as exc:
+        raise RuntimeError(f"{method} {url} failed: {exc}") from exc
     if answer.status != 200:
         raise RuntimeError(f"{method} {url} answered {answer.status}")
     return json.loads(answer.body)

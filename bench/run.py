@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if probe is not None:
                     probe.cancel()
-    except (DeadlineExceeded, RuntimeError) as exc:
+    except (DeadlineExceeded, RuntimeError, OSError) as exc:  # a child gone: say which, stop all
         print(f"error: {exc}; child logs in {logdir}", file=sys.stderr)
         return 1
     finally:
