@@ -13,11 +13,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample, Timestamp
 from pydantic import SecretStr
 
-from exporter import contract as c
-from exporter.backfill import WRITE_BATCH, BackfillResult, _write_family, backfill, place_in_time
+from exporter.backfill import BackfillResult, backfill
 from exporter.contract import step_family_name
 from exporter.core.discovery import Discovery
-from exporter.core.provider import StepRecord
 from exporter.core.sharding import EVERY_RUN, Shard
 from exporter.providers.cohere.client import CohereClient
 from exporter.providers.cohere.models import (
@@ -26,7 +24,7 @@ from exporter.providers.cohere.models import (
     ListTrainingStepMetricsResponse,
     TrainingStepMetrics,
 )
-from exporter.providers.cohere.provider import CohereProvider, to_record
+from exporter.providers.cohere.provider import CohereProvider
 from exporter.simulator import SimClock, build_app
 from exporter.simulator.cohere import CohereWorld
 from exporter.simulator.cohere.encoding import timestamp
@@ -321,26 +319,6 @@ async def test_a_repeating_model_token_is_an_error() -> None:
         await render(Looping([model(ALPHA, "a")], {}))
 
 
-def test_a_later_step_supersedes_one_it_does_not_follow_in_time() -> None:
-    steps = [
-        step(3, T0 + 3.0),
-        step(1, T0 + 1.0),
-        step(2, T0 + 3.0004),  # same millisecond as step 3: step 3 wins
-        step(0, T0 + 0.0),
-        step(5, T0 + 4.0),
-        step(4, T0 + 4.5),  # after step 5: never the newest step, dropped
-        step(6, None),
-    ]
-    points, skipped = place_in_time([to_record(s) for s in steps], max_metrics=100)
-    assert [(p.number, p.ms) for p in points] == [
-        (0, at(T0)),
-        (1, at(T0 + 1)),
-        (3, at(T0 + 3)),
-        (5, at(T0 + 4)),
-    ]
-    assert skipped == 3
-
-
 async def test_a_sanitisation_clash_goes_to_the_first_sorted_name() -> None:
     assert step_family_name("a-b") == step_family_name("a.b") == "finetune_step_a_b"
     fake = FakeClient(
@@ -413,25 +391,3 @@ async def test_against_the_simulator_every_step_in_both_orders(step_order: StepO
             assert value == want or (math.isnan(value) and math.isnan(want))
         assert names[model_id] == world.model(model_id)["name"]
     assert any(math.isnan(s.value) for s in losses)  # the simulator's NaN step survives
-
-
-def test_a_series_longer_than_a_batch_is_written_whole_under_one_header() -> None:
-    out = io.StringIO()
-    points = [(1_000 * n, str(n)) for n in range(2 * WRITE_BATCH + 5)]
-    written = _write_family(out, c.STEP_NUMBER, "h", [('{x="1"}', iter(points))])
-    lines = out.getvalue().splitlines()
-    assert written == len(points)
-    assert [line for line in lines if line.startswith("# ")] == [
-        "# HELP finetune_step_number h",
-        "# TYPE finetune_step_number gauge",
-    ]
-    assert lines[2:] == [f'finetune_step_number{{x="1"}} {n} {n}.000' for n in range(len(points))]
-
-
-def test_placed_steps_keep_the_first_metrics_alphabetically_over_the_limit() -> None:
-    wide = StepRecord(1, 10.0, {"b": 2.0, "a": 1.0, "c": 3.0})
-    narrow = StepRecord(2, 20.0, {"z": 9.0})
-    points, skipped = place_in_time([wide, narrow], max_metrics=2)
-    assert skipped == 0
-    assert [dict(point.metrics) for point in points] == [{"a": 1.0, "b": 2.0}, {"z": 9.0}]
-    assert points[1].metrics is narrow.metrics  # under the limit: the step's own, not a copy
