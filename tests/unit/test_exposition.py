@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 
+import pytest
 from prometheus_client import Counter
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import contract as c
+from exporter import exposition
 from exporter.core.snapshot import Snapshot
 from exporter.encoding import FORMATS
 from exporter.exposition import PROMETHEUS_3_ACCEPT, EncodedSnapshot, ExpositionCache
@@ -216,3 +218,15 @@ def test_a_family_both_providers_fill_comes_once_with_both_sources() -> None:
         assert {s.labels["provider"] for s in accuracy.samples} == {"cohere", "together"}
     assert body.index("finetune_step_accuracy") < body.index("finetune_step_cross_entropy")
     assert body.index("finetune_step_cross_entropy") < body.index("finetune_step_train_loss")
+
+
+def test_a_small_body_is_served_in_one_piece_and_a_large_one_in_its_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    changed = two_runs(loss=0.9, polled_at=100.0)
+    small = EncodedSnapshot.of(changed)
+    assert all(len(small.plain[fmt]) == 1 and len(small.zipped[fmt]) == 1 for fmt in FORMATS)
+    monkeypatch.setattr(exposition, "JOINED_BODY_BYTES", 100)
+    large = EncodedSnapshot.of(changed)
+    assert all(len(large.plain[fmt]) > 10 and len(large.zipped[fmt]) > 10 for fmt in FORMATS)
+    assert bodies(large) == bodies(small)
