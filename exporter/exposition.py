@@ -122,8 +122,9 @@ class EncodedSnapshot:
             part.providers[0].name: _encode_part(part, before.get(part.providers[0].name, ()))
             for part in provider_snapshots(snapshot)
         }
+        no_run_labels = dict  # the health families are per provider, not per run
         health = EncodedConcern.of(
-            PROVIDERS, snapshot, dict, previous.health if previous is not None else None
+            PROVIDERS, snapshot, no_run_labels, previous.health if previous is not None else None
         )
         sections = [[(health.blocks, health.zipped)]] + [
             [(part[i].blocks, part[i].zipped) for part in by_provider.values()]

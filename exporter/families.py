@@ -286,13 +286,13 @@ def merge(lists: Sequence[Sequence[Block]]) -> list[tuple[c.Family, str, list[Po
 
 
 def _header_of(blocks: Sequence[Block]) -> tuple[c.Family, str]:
+    """The family of blocks that several providers wrote; a step family names them all."""
     first = blocks[0]
     if len(blocks) == 1 or not first.family.sources:
         return first.family, first.help
     sources = dict(pair for item in blocks for pair in item.family.sources)
     family = c.step_family(first.family.name, sources)
-    source = first.help[len(first.family.help) + 1 :]  # the help_text() suffix
-    return family, c.help_text(family, source)
+    return family, _polled(family)
 
 
 def blocks_for(snapshot: Snapshot) -> list[Block]:
